@@ -1,0 +1,69 @@
+"""The ``latentstore`` command line.
+
+Each command lives in its own module, which provides ``configure(parser)``
+and ``run(args) -> int``; only the module of the command being run is
+imported, so ``latentstore info`` starts without loading torch.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import LatentStoreError
+
+#: command -> (module, one-line help). Modules are imported on use.
+COMMANDS = {
+    "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
+}
+
+
+def _version_text() -> str:
+    try:
+        from . import kernels_info
+
+        kernels = kernels_info()
+    except ImportError as exc:  # pragma: no cover - a broken build
+        kernels = f"compiled kernels missing ({exc}); reinstall with 'pip install .'"
+    return f"latentstore {__version__}: {kernels}"
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentstore",
+        description="Encode image datasets into compressed autoencoder latents and serve them fast.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n\nRun 'latentstore COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        args, _ = parser.parse_known_args(argv)
+        parser.print_help()
+        return 0 if not argv else 2
+    name, rest = argv[0], argv[1:]
+    module_name, text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"latentstore {name}", description=getattr(module, "COMMAND_HELP", text))
+    module.configure(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except LatentStoreError as exc:
+        print(f"latentstore {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

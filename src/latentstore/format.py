@@ -1,0 +1,332 @@
+"""Format version 1 of a latent store: names, metadata schema, parsing, validation.
+
+A store is a Zarr v3 group whose attribute ``latentstore`` holds
+:class:`StoreMetadata`; its arrays are described in ``docs/format.md``. This
+module is the one place that knows the schema: everything else builds and
+reads metadata through :meth:`StoreMetadata.from_dict` /
+:meth:`StoreMetadata.to_dict` and the array layout through
+:class:`ArrayLayout`.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .errors import FormatError, FormatVersionError
+
+FORMAT_VERSION = 1
+ATTRIBUTE_KEY = "latentstore"
+
+LATENTS = "latents"
+SCALES = "scales"
+LABELS = "labels"
+VALID = "valid"
+FLIP_LATENTS = "flip/latents"
+FLIP_SCALES = "flip/scales"
+IDS = "ids"
+
+#: Target size of one chunk of latents; a writer owns whole chunks.
+CHUNK_TARGET_BYTES = 32 << 20
+#: ImageNet-1k train, for projected sizes.
+IMAGENET_TRAIN_SAMPLES = 1_281_167
+
+SCHEMES = ("absmax", "affine")
+
+
+def _expect(condition: bool, what: str, expected: str, got: Any) -> None:
+    if not condition:
+        raise FormatError(f"{what}: expected {expected}, got {got!r}")
+
+
+def _positive_int(value: Any, what: str) -> int:
+    _expect(isinstance(value, int) and not isinstance(value, bool) and value > 0, what, "a positive integer", value)
+    return value
+
+
+def default_chunk_samples(latent_shape: tuple[int, ...], itemsize: int = 1) -> int:
+    """The power of two giving chunks of about 32 MiB (16384 for (32, 8, 8) int8)."""
+    sample_bytes = int(np.prod(latent_shape)) * itemsize
+    return 1 << max(0, int(math.floor(math.log2(CHUNK_TARGET_BYTES / sample_bytes))))
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How latents are stored.
+
+    ``absmax``: int8 codes, a float16 scale per sample (``granularity="sample"``)
+    or per sample and channel (``"channel"``); x̂ = float32(q) * float32(s).
+    ``affine``: codes of ``code_dtype`` (uint8 for imported data) with two
+    global constants; x̂ = float32(q * scale + offset), evaluated in float64.
+    """
+
+    scheme: str = "absmax"
+    bits: int = 8
+    granularity: str | None = "sample"
+    code_dtype: str = "int8"
+    scale: float | None = None
+    offset: float | None = None
+
+    def __post_init__(self):
+        _expect(self.scheme in SCHEMES, "quant.scheme", "'absmax' or 'affine'", self.scheme)
+        _expect(self.bits == 8, "quant.bits", "8", self.bits)
+        if self.scheme == "absmax":
+            _expect(self.granularity in ("sample", "channel"), "quant.granularity", "'sample' or 'channel'", self.granularity)
+            _expect(self.code_dtype == "int8", "quant.code_dtype", "'int8' for absmax", self.code_dtype)
+        else:
+            _expect(self.code_dtype in ("uint8", "int8"), "quant.code_dtype", "'uint8' or 'int8'", self.code_dtype)
+            for name in ("scale", "offset"):
+                value = getattr(self, name)
+                _expect(
+                    isinstance(value, (int, float)) and math.isfinite(value),
+                    f"quant.{name}",
+                    "a finite number for the affine scheme",
+                    value,
+                )
+
+    @classmethod
+    def affine(cls, scale: float, offset: float, code_dtype: str = "uint8") -> "QuantSpec":
+        return cls(scheme="affine", granularity=None, code_dtype=code_dtype, scale=float(scale), offset=float(offset))
+
+    @property
+    def has_scales(self) -> bool:
+        return self.scheme == "absmax"
+
+    def lookup_table(self) -> np.ndarray | None:
+        """For ``affine``: the float32 value of each of the 256 codes, else None."""
+        if self.scheme != "affine":
+            return None
+        codes = np.arange(256, dtype=np.float64)
+        if self.code_dtype == "int8":
+            codes = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
+        return (codes * self.scale + self.offset).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "QuantSpec":
+        _expect(isinstance(data, dict), "quant", "an object", data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        _expect(not unknown, "quant", f"only the keys {sorted(known)}", sorted(unknown))
+        data = dict(data)
+        if data.get("scheme") == "affine":
+            data.setdefault("granularity", None)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StoreMetadata:
+    """The group attribute ``latentstore`` of a store (format version 1)."""
+
+    num_samples: int
+    latent_shape: tuple[int, ...]
+    chunk_samples: int
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    encoder: dict | None = None
+    classes: tuple[str, ...] | None = None
+    stats: dict | None = None
+    complete: bool = False
+    source: dict | None = None
+    flip: bool = False
+    ids: bool = False
+    library_version: str = __version__
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _expect(
+            isinstance(self.num_samples, int) and not isinstance(self.num_samples, bool) and self.num_samples >= 0,
+            "num_samples",
+            "a non-negative integer",
+            self.num_samples,
+        )
+        shape = tuple(self.latent_shape)
+        _expect(
+            len(shape) >= 1 and all(isinstance(d, int) and d > 0 for d in shape),
+            "latent_shape",
+            "a non-empty list of positive integers",
+            self.latent_shape,
+        )
+        object.__setattr__(self, "latent_shape", shape)
+        _positive_int(self.chunk_samples, "chunk_samples")
+        if self.quant.granularity == "channel":
+            _expect(len(shape) >= 2, "latent_shape", "(C, ...) for per-channel scales", shape)
+        if self.classes is not None:
+            _expect(all(isinstance(c, str) for c in self.classes), "classes", "a list of strings", self.classes)
+            object.__setattr__(self, "classes", tuple(self.classes))
+        _expect(isinstance(self.complete, bool), "complete", "true or false", self.complete)
+        if self.stats is not None:
+            channels = shape[0]
+            for key in ("mean", "std"):
+                values = self.stats.get(key)
+                _expect(
+                    isinstance(values, list) and len(values) == channels,
+                    f"stats.{key}",
+                    f"a list of {channels} numbers",
+                    values,
+                )
+
+    # -- derived ---------------------------------------------------------
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_samples // self.chunk_samples)
+
+    @property
+    def channels(self) -> int:
+        return self.latent_shape[0]
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype(self.quant.code_dtype)
+
+    @property
+    def sample_nbytes(self) -> int:
+        return int(np.prod(self.latent_shape))
+
+    @property
+    def scale_shape(self) -> tuple[int, ...]:
+        return () if self.quant.granularity == "sample" else (self.channels,)
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        """Samples [start, stop) held by ``chunk``."""
+        start = chunk * self.chunk_samples
+        return start, min(start + self.chunk_samples, self.num_samples)
+
+    def arrays(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Every per-sample array of the store: name -> (shape, dtype)."""
+        n = self.num_samples
+        latents = ((n, *self.latent_shape), self.code_dtype)
+        scales = ((n, *self.scale_shape), np.dtype(np.float16))
+        result = {LATENTS: latents}
+        if self.quant.has_scales:
+            result[SCALES] = scales
+        result[LABELS] = ((n,), np.dtype(np.int32))
+        result[VALID] = ((n,), np.dtype(np.uint8))
+        if self.flip:
+            result[FLIP_LATENTS] = latents
+            if self.quant.has_scales:
+                result[FLIP_SCALES] = scales
+        return result
+
+    def replace(self, **changes) -> "StoreMetadata":
+        return dataclasses.replace(self, **changes)
+
+    # -- (de)serialisation -----------------------------------------------
+    def to_dict(self) -> dict:
+        data = {
+            "format_version": self.format_version,
+            "num_samples": self.num_samples,
+            "latent_shape": list(self.latent_shape),
+            "chunk_samples": self.chunk_samples,
+            "quant": self.quant.to_dict(),
+            "encoder": self.encoder,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "stats": self.stats,
+            "complete": self.complete,
+            "source": self.source,
+            "flip": self.flip,
+            "ids": self.ids,
+            "library_version": self.library_version,
+        }
+        data.update(self.extra)
+        # Round-trip through JSON now so that a non-serialisable value fails
+        # where it was put in, not when the attributes are written.
+        return json.loads(json.dumps(data, allow_nan=False))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "StoreMetadata":
+        _expect(isinstance(data, dict), f"group attribute {ATTRIBUTE_KEY!r}", "an object", type(data).__name__)
+        version = data.get("format_version")
+        _expect(isinstance(version, int), "format_version", "an integer", version)
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"this store has format version {version}, but latentstore {__version__} reads "
+                f"versions up to {FORMAT_VERSION}; upgrade latentstore (pip install -U latentstore)"
+            )
+        _expect(version >= 1, "format_version", "1", version)
+        for key in ("num_samples", "latent_shape", "chunk_samples", "quant"):
+            _expect(key in data, "metadata", f"a {key!r} entry", sorted(data))
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        known["quant"] = QuantSpec.from_dict(known["quant"])
+        return cls(**known, extra=extra)
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """What the fast reader needs from one array's ``zarr.json``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_shape: tuple[int, ...]
+    codecs: tuple[str, ...]
+    separator: str
+    big_endian: bool
+
+    @classmethod
+    def from_zarr_json(cls, data: dict, name: str) -> "ArrayLayout":
+        try:
+            _expect(data.get("zarr_format") == 3, f"{name}/zarr.json zarr_format", "3", data.get("zarr_format"))
+            _expect(data.get("node_type") == "array", f"{name}/zarr.json node_type", "'array'", data.get("node_type"))
+            grid = data["chunk_grid"]
+            _expect(grid.get("name") == "regular", f"{name} chunk_grid", "'regular'", grid.get("name"))
+            encoding = data["chunk_key_encoding"]
+            separator = encoding.get("configuration", {}).get("separator", "/")
+            if encoding.get("name") != "default":
+                separator = ""  # the v2 key encoding: not mapped, read through zarr
+            codecs = tuple(c["name"] for c in data["codecs"])
+            big_endian = any(
+                c["name"] == "bytes" and c.get("configuration", {}).get("endian") == "big"
+                for c in data["codecs"]
+            )
+            return cls(
+                shape=tuple(data["shape"]),
+                dtype=np.dtype(data["data_type"]),
+                chunk_shape=tuple(grid["configuration"]["chunk_shape"]),
+                codecs=codecs,
+                separator=separator,
+                big_endian=big_endian,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{name}/zarr.json is not valid Zarr v3 array metadata: {exc!r}") from exc
+
+    @property
+    def mappable(self) -> bool:
+        """Whether chunk files hold the plain C-order bytes (optionally + crc32c)."""
+        little = not self.big_endian or self.dtype.itemsize == 1
+        return self.separator == "/" and little and self.codecs in (("bytes",), ("bytes", "crc32c"))
+
+    @property
+    def has_checksum(self) -> bool:
+        return self.codecs[-1:] == ("crc32c",)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return int(np.prod(self.chunk_shape)) * self.dtype.itemsize
+
+    @property
+    def chunk_file_nbytes(self) -> int:
+        """Size of an uncompressed chunk file: data, plus 4 bytes of crc32c."""
+        return self.chunk_nbytes + (4 if self.has_checksum else 0)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_shape[0]) if self.shape[0] else 0
+
+    def chunk_key(self, chunk: int) -> str:
+        """Key of chunk ``chunk`` along axis 0, relative to the array."""
+        return "c/" + "/".join([str(chunk)] + ["0"] * (len(self.shape) - 1))
+
+    def check(self, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_samples: int) -> None:
+        """Raise FormatError unless this array matches what the metadata implies."""
+        _expect(self.shape == tuple(shape), f"array {name!r} shape", str(tuple(shape)), self.shape)
+        _expect(self.dtype == dtype, f"array {name!r} dtype", str(dtype), str(self.dtype))
+        expected_chunks = (chunk_samples, *shape[1:])
+        _expect(self.chunk_shape == expected_chunks, f"array {name!r} chunk shape", str(expected_chunks), self.chunk_shape)

@@ -1,0 +1,367 @@
+"""Opening and reading a store.
+
+For a local store whose latents are uncompressed, reads never touch
+zarr-python: chunk files are memory-mapped once (``_mapped.MappedChunks``)
+and one compiled loop gathers the requested rows, dequantizes, optionally
+normalises and writes the output, without the GIL. Other stores (compressed,
+or behind an fsspec URL) are read through zarr-python and give identical
+values. The small per-sample arrays (scales, labels, valid) are loaded into
+memory when the store is opened.
+"""
+
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+from . import _kernels
+from . import format as fmt
+from ._mapped import MappedChunks, ZarrRows, load_local_array
+from ._threads import threads_for
+from .errors import FormatError, InvalidSampleError, StoreNotFoundError
+from .format import ArrayLayout, StoreMetadata
+from .quantization import Normalization, gather_dequantize, output_buffer
+from .sampling import batch_slices, epoch_order
+
+NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"cannot read {what} at {path}: {exc}") from exc
+
+
+def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
+    """Open the store at ``path`` (a directory or an fsspec URL) for reading."""
+    if mode != "r":
+        raise ValueError("stores open read-only; write with latentstore.create()")
+    return LatentStore(path)
+
+
+class LatentStore:
+    """A read-only latent store: ``len(store)``, ``store.read(indices)``, ``store[i]``.
+
+    Reads are thread-safe and work in forked children; pickling a store
+    pickles its path, and the copy reopens (maps) the files itself.
+    """
+
+    def __init__(self, path):
+        self._path = str(path).removeprefix("file://")
+        if _is_url(self._path):
+            self._open_zarr()
+        else:
+            self._open_local()
+        m = self.metadata
+        self._padded_rows = m.num_chunks * m.chunk_samples
+        self._lut = m.quant.lookup_table()
+        self.labels.flags.writeable = False
+        self.valid.flags.writeable = False
+
+    # -- opening -----------------------------------------------------------
+    def _metadata_from(self, attributes: dict) -> StoreMetadata:
+        if fmt.ATTRIBUTE_KEY not in attributes:
+            raise FormatError(
+                f"{self._path} is a Zarr group but not a latent store (no {fmt.ATTRIBUTE_KEY!r} attribute); "
+                "create stores with latentstore.create() or 'latentstore encode'"
+            )
+        return StoreMetadata.from_dict(attributes[fmt.ATTRIBUTE_KEY])
+
+    def _open_local(self) -> None:
+        root = Path(self._path)
+        try:
+            group = _read_json(root / "zarr.json", "Zarr group metadata")
+        except FileNotFoundError:
+            raise StoreNotFoundError(
+                f"no latent store at {root} ({'no zarr.json in it' if root.is_dir() else 'no such directory'}); "
+                "check the path, or create one with 'latentstore encode'"
+            ) from None
+        self.metadata = self._metadata_from(group.get("attributes", {}))
+        layouts = {}
+        for name, (shape, dtype) in self.metadata.arrays().items():
+            try:
+                layout = ArrayLayout.from_zarr_json(_read_json(root / name / "zarr.json", f"array {name!r}"), name)
+            except FileNotFoundError:
+                raise FormatError(f"array {name!r} is missing from {root}; the store is damaged") from None
+            layout.check(name, shape, dtype, self.metadata.chunk_samples)
+            layouts[name] = layout
+        self._layouts = layouts
+        if not all(layout.mappable for layout in layouts.values()):
+            self._open_zarr()
+            return
+        load = lambda name: load_local_array(root / name, name, layouts[name])  # noqa: E731
+        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if self.metadata.flip else [])
+        self._rows = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
+        self._scale_bits = self._stack_scales([load(n.replace("latents", "scales")) for n in latent_names])
+        n = self.metadata.num_samples
+        self.labels = load(fmt.LABELS)[:n]
+        self.valid = load(fmt.VALID)[:n].astype(bool)
+        self.fast = True
+
+    def _open_zarr(self) -> None:
+        import zarr
+
+        try:
+            group = zarr.open_group(self._path, mode="r", zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise StoreNotFoundError(f"no latent store at {self._path}: {exc}") from exc
+        self.metadata = self._metadata_from(group.attrs.asdict())
+        m = self.metadata
+        for name, (shape, dtype) in m.arrays().items():
+            array = group[name]
+            if array.shape != shape or array.dtype != dtype or array.chunks[0] != m.chunk_samples:
+                raise FormatError(
+                    f"array {name!r}: expected {dtype} {shape} in chunks of {m.chunk_samples}, "
+                    f"got {array.dtype} {array.shape} in chunks of {array.chunks[0]}"
+                )
+        padded = m.num_chunks * m.chunk_samples
+        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if m.flip else [])
+        self._rows = ZarrRows([group[name] for name in latent_names], padded)
+
+        def load(name):
+            data = group[name][:]
+            pad = [(0, padded - len(data))] + [(0, 0)] * (data.ndim - 1)
+            return np.pad(data, pad)
+
+        self._scale_bits = self._stack_scales([load(n.replace("latents", "scales")) for n in latent_names])
+        self.labels = np.ascontiguousarray(group[fmt.LABELS][:])
+        self.valid = group[fmt.VALID][:].astype(bool)
+        self.fast = False
+
+    def _stack_scales(self, scales: list) -> np.ndarray | None:
+        if not self.metadata.quant.has_scales:
+            return None
+        stacked = np.concatenate(scales).astype(np.float16, copy=False)
+        return np.ascontiguousarray(stacked.reshape(len(stacked), -1)).view(np.uint16)
+
+    def __getstate__(self):
+        return {"path": self._path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def close(self) -> None:
+        """Drop the mappings (reads already running keep theirs until they finish)."""
+        self._rows = None
+
+    def __enter__(self) -> "LatentStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- description -------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.metadata.num_samples, *self.metadata.latent_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.metadata.latent_shape
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return self.metadata.classes
+
+    @property
+    def has_flip(self) -> bool:
+        return self.metadata.flip
+
+    @property
+    def scales(self) -> np.ndarray | None:
+        """Every sample's float16 scales, (N,) or (N, C); None for the affine scheme."""
+        if self._scale_bits is None:
+            return None
+        s = self._scale_bits[: self.metadata.num_samples].view(np.float16)
+        return s[:, 0] if self.metadata.quant.granularity == "sample" else s
+
+    def __len__(self) -> int:
+        return self.metadata.num_samples
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        state = "complete" if m.complete else "INCOMPLETE"
+        return (
+            f"<LatentStore {self._path}: {int(self.valid.sum())}/{m.num_samples} valid samples of "
+            f"{m.latent_shape} {m.quant.code_dtype}, {m.quant.scheme}, {state}, "
+            f"{'mapped' if self.fast else 'zarr'} reads>"
+        )
+
+    # -- indexing ----------------------------------------------------------
+    def _rows_for(self, indices, allow_invalid: bool) -> tuple[np.ndarray, bool]:
+        n = self.metadata.num_samples
+        scalar = isinstance(indices, numbers.Integral)
+        if isinstance(indices, slice):
+            rows = np.arange(*indices.indices(n), dtype=np.int64)
+        else:
+            rows = np.asarray(indices)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(f"a boolean mask must have shape ({n},), got {rows.shape}")
+                rows = np.flatnonzero(rows)
+            elif rows.size == 0:
+                rows = rows.astype(np.int64)
+            elif not np.issubdtype(rows.dtype, np.integer):
+                raise TypeError(f"indices must be integers, a slice or a boolean mask, got {rows.dtype}")
+            if rows.ndim > 1:
+                raise IndexError(f"indices must be one-dimensional, got shape {rows.shape}")
+            rows = rows.reshape(-1).astype(np.int64)
+            if rows.size:
+                low, high = rows.min(), rows.max()
+                if low < -n or high >= n:
+                    bad = int(low if low < -n else high)
+                    raise IndexError(f"index {bad} is out of range for a store of {n} samples")
+                if low < 0:
+                    rows = np.where(rows < 0, rows + n, rows)
+        if not allow_invalid and rows.size and not self.valid[rows].all():
+            bad = int(rows[np.argmin(self.valid[rows])])
+            raise InvalidSampleError(
+                f"sample {bad} is marked invalid (missing, failed or non-finite); "
+                "pass allow_invalid=True to read it anyway (it reads as zeros), or skip it using store.valid"
+            )
+        return rows, scalar
+
+    def _flip_rows(self, rows: np.ndarray, flip) -> np.ndarray:
+        if flip is None or flip is False:
+            return rows
+        if not self.metadata.flip:
+            raise ValueError(
+                "this store has no flip/ latents; encode with --flip to get them "
+                "(flipping a latent is not the latent of the flipped image)"
+            )
+        mask = np.broadcast_to(np.asarray(flip, dtype=bool), rows.shape)
+        return rows + mask * self._padded_rows
+
+    def _normalization(self, normalize) -> Normalization | None:
+        if isinstance(normalize, Normalization):
+            return normalize
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_MODES} or a Normalization, got {normalize!r}")
+        if normalize is False:
+            return None
+        channels = self.metadata.channels
+        if normalize == "scaling_factor":
+            factor = (self.metadata.encoder or {}).get("scaling_factor")
+            if factor is None:
+                raise ValueError("this store records no encoder scaling_factor; pass a Normalization instead")
+            return Normalization(factor, np.zeros(channels), np.ones(channels))
+        stats = self.metadata.stats
+        if stats is None:
+            raise ValueError("this store has no per-channel stats yet (it is not finalized); pass a Normalization instead")
+        return Normalization(1.0, stats["mean"], stats["std"])
+
+    # -- reading -----------------------------------------------------------
+    def read(
+        self,
+        indices,
+        *,
+        dtype=np.float32,
+        normalize=False,
+        out=None,
+        allow_invalid: bool = False,
+        flip=None,
+        num_threads: int | None = None,
+    ):
+        """Dequantized latents and labels of the given samples, in the order asked.
+
+        ``indices``: an int, a sequence or array of ints (negative and
+        repeated indices allowed), a slice or a boolean mask. Returns
+        ``(latents, labels)``: float32 (or float16) latents of shape
+        (n, C, H, W), or (C, H, W) and an int for a single index.
+        ``normalize``: False; ``True``/``"stats"`` for (x̂ - mean_c) / std_c
+        with the store's per-channel stats; ``"scaling_factor"`` for
+        x̂ * scaling_factor; or a :class:`Normalization`. ``flip``: a bool or
+        one bool per sample, reading the flipped image's latent where true.
+        ``out``: a preallocated C-contiguous array to fill.
+        """
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        normalization = self._normalization(normalize)
+        out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out if not scalar else None)
+        source = self._rows
+        if source is None:
+            raise ValueError("this store is closed")
+        addresses, chunk_rows, kernel_rows, keepalive = source.locate(self._flip_rows(rows, flip))
+        gather_dequantize(
+            addresses,
+            chunk_rows,
+            kernel_rows,
+            self._scale_bits,
+            self._lut,
+            out,
+            codes_unsigned=self.metadata.code_dtype == np.uint8,
+            normalization=normalization,
+            num_threads=num_threads,
+        )
+        del keepalive
+        labels = self.labels[rows]
+        return (out[0], int(labels[0])) if scalar else (out, labels)
+
+    def __getitem__(self, indices):
+        return self.read(indices)[0]
+
+    def codes(self, indices, *, allow_invalid: bool = False, flip=None, num_threads: int | None = None):
+        """The stored codes and scales of the given samples: ``(q, scales)``.
+
+        ``q`` has the store's code dtype (int8); ``scales`` float16 (n,) or
+        (n, C), or None for the affine scheme.
+        """
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        source = self._rows
+        if source is None:
+            raise ValueError("this store is closed")
+        flipped = self._flip_rows(rows, flip)
+        addresses, chunk_rows, kernel_rows, keepalive = source.locate(flipped)
+        q = np.empty((len(rows), *self.metadata.latent_shape), dtype=self.metadata.code_dtype)
+        if len(rows):
+            _kernels.gather_rows(
+                addresses, chunk_rows, kernel_rows, q.reshape(len(rows), -1).view(np.uint8), threads_for(q.nbytes, num_threads)
+            )
+        del keepalive
+        scales = None
+        if self._scale_bits is not None:
+            scales = self._scale_bits[flipped].view(np.float16)
+            if self.metadata.quant.granularity == "sample":
+                scales = scales[:, 0]
+        if scalar:
+            return q[0], None if scales is None else scales[0]
+        return q, scales
+
+    def epoch_indices(self, *, shuffle=True, seed=0, epoch=0, rank=0, world_size=1) -> np.ndarray:
+        """This rank's sample order for one epoch (valid samples only); see ``sampling.epoch_order``."""
+        return epoch_order(
+            np.flatnonzero(self.valid), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        dtype=np.float32,
+        normalize=False,
+    ):
+        """Yield ``(latents, labels)`` batches over one epoch of valid samples.
+
+        The order depends on (seed, epoch) alone; with ``world_size > 1``
+        each rank gets a disjoint, equal share of every epoch.
+        """
+        order = self.epoch_indices(shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+        for part in batch_slices(len(order), batch_size, drop_last):
+            yield self.read(order[part], dtype=dtype, normalize=normalize)
