@@ -87,9 +87,10 @@ class MappedChunks:
             mapping.madvise(mmap.MADV_RANDOM)
         return np.frombuffer(mapping, dtype=np.uint8)
 
-    def locate(self, rows: np.ndarray):
-        """(chunk addresses, rows per chunk, row numbers, keep-alive) for the kernels."""
-        return self.addresses, self.chunk_rows, rows, self
+    def locate(self, rows: np.ndarray, scale_bits: np.ndarray | None):
+        """What the kernels need for ``rows``: (chunk addresses, rows per chunk,
+        kernel row numbers, the scales table those numbers index, keep-alive)."""
+        return self.addresses, self.chunk_rows, rows, scale_bits, self
 
 
 class ZarrRows:
@@ -101,8 +102,9 @@ class ZarrRows:
         self.row_nbytes = int(np.prod(arrays[0].shape[1:])) * arrays[0].dtype.itemsize
         self.missing: list[tuple[str, int]] = []
 
-    def fetch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct requested rows as one C-contiguous block, and each row's place in it."""
+    def fetch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct requested rows (sorted) as one C-contiguous block, those
+        rows' numbers, and each requested row's place in the block."""
         unique, inverse = np.unique(rows, return_inverse=True)
         which = unique // self.padded_rows
         parts = []
@@ -111,9 +113,11 @@ class ZarrRows:
             if wanted.size:
                 parts.append(array.get_orthogonal_selection((wanted,)))
         if not parts:
-            return np.empty((0, *self.arrays[0].shape[1:]), self.arrays[0].dtype), inverse
-        return np.ascontiguousarray(np.concatenate(parts)), inverse.reshape(-1).astype(np.int64)
+            return np.empty((0, *self.arrays[0].shape[1:]), self.arrays[0].dtype), unique, inverse
+        return np.ascontiguousarray(np.concatenate(parts)), unique, inverse.reshape(-1).astype(np.int64)
 
-    def locate(self, rows: np.ndarray):
-        block, local_rows = self.fetch(rows)
-        return np.array([block.ctypes.data], dtype=np.uintp), max(len(block), 1), local_rows, block
+    def locate(self, rows: np.ndarray, scale_bits: np.ndarray | None):
+        """As ``MappedChunks.locate``, over a block of freshly read rows."""
+        block, unique, local_rows = self.fetch(rows)
+        block_scales = None if scale_bits is None else np.ascontiguousarray(scale_bits[unique])
+        return np.array([block.ctypes.data], dtype=np.uintp), max(len(block), 1), local_rows, block_scales, block

@@ -55,7 +55,8 @@ def dequantize_codes(codes, scales, lut, out_dtype, normalize, scaling_factor, m
         values = codes.view(np.int8).astype(np.float32) * s[:, :, None]
     if normalize:
         values = (values * np.float32(scaling_factor) - mean[None, :, None]) / std[None, :, None]
-    return values.astype(out_dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond float16's range is inf, as in the kernel
+        return values.astype(out_dtype, copy=False)
 
 
 def _gather_codes(chunk_arrays, chunk_rows, rows):

@@ -100,7 +100,7 @@ class LatentStore:
         load = lambda name: load_local_array(root / name, name, layouts[name])  # noqa: E731
         latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if self.metadata.flip else [])
         self._rows = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
-        self._scale_bits = self._stack_scales([load(n.replace("latents", "scales")) for n in latent_names])
+        self._scale_bits = self._stack_scales(load, latent_names)
         n = self.metadata.num_samples
         self.labels = load(fmt.LABELS)[:n]
         self.valid = load(fmt.VALID)[:n].astype(bool)
@@ -131,14 +131,16 @@ class LatentStore:
             pad = [(0, padded - len(data))] + [(0, 0)] * (data.ndim - 1)
             return np.pad(data, pad)
 
-        self._scale_bits = self._stack_scales([load(n.replace("latents", "scales")) for n in latent_names])
+        self._scale_bits = self._stack_scales(load, latent_names)
         self.labels = np.ascontiguousarray(group[fmt.LABELS][:])
         self.valid = group[fmt.VALID][:].astype(bool)
         self.fast = False
 
-    def _stack_scales(self, scales: list) -> np.ndarray | None:
+    def _stack_scales(self, load, latent_names: list[str]) -> np.ndarray | None:
+        """Every scales array, padded and stacked in the kernels' row space, as uint16 bits."""
         if not self.metadata.quant.has_scales:
             return None
+        scales = [load(name.replace("latents", "scales")) for name in latent_names]
         stacked = np.concatenate(scales).astype(np.float16, copy=False)
         return np.ascontiguousarray(stacked.reshape(len(stacked), -1)).view(np.uint16)
 
@@ -292,12 +294,14 @@ class LatentStore:
         source = self._rows
         if source is None:
             raise ValueError("this store is closed")
-        addresses, chunk_rows, kernel_rows, keepalive = source.locate(self._flip_rows(rows, flip))
+        addresses, chunk_rows, kernel_rows, scale_bits, keepalive = source.locate(
+            self._flip_rows(rows, flip), self._scale_bits
+        )
         gather_dequantize(
             addresses,
             chunk_rows,
             kernel_rows,
-            self._scale_bits,
+            scale_bits,
             self._lut,
             out,
             codes_unsigned=self.metadata.code_dtype == np.uint8,
@@ -322,7 +326,7 @@ class LatentStore:
         if source is None:
             raise ValueError("this store is closed")
         flipped = self._flip_rows(rows, flip)
-        addresses, chunk_rows, kernel_rows, keepalive = source.locate(flipped)
+        addresses, chunk_rows, kernel_rows, _, keepalive = source.locate(flipped, None)
         q = np.empty((len(rows), *self.metadata.latent_shape), dtype=self.metadata.code_dtype)
         if len(rows):
             _kernels.gather_rows(

@@ -1,0 +1,59 @@
+"""The command line: dispatch, --version, info."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import latentstore
+from latentstore import cli
+
+
+@pytest.fixture
+def small_store(tmp_path, latents_factory):
+    x = latents_factory(40, (4, 2, 2))
+    writer = latentstore.create(
+        tmp_path / "s.zarr", 40, (4, 2, 2), chunk_samples=16, classes=["a", "b"],
+        encoder={"backend": "diffusers.AutoencoderDC", "model": "/models/tiny", "random_init": True, "scaling_factor": 0.5},
+    )
+    for start in range(0, 40, 16):
+        writer.write(start, x[start : start + 16], labels=np.arange(start, min(start + 16, 40)) % 2)
+    writer.close()
+    return tmp_path / "s.zarr"
+
+
+def test_version_names_the_kernels(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"latentstore {latentstore.__version__}: compiled Cython kernels")
+
+
+def test_no_command_prints_help_and_unknown_command_fails(capsys):
+    assert cli.main([]) == 0
+    assert "info" in capsys.readouterr().out
+    assert cli.main(["frobnicate"]) == 2
+
+
+def test_info_text_and_json(small_store, capsys):
+    assert cli.main(["info", str(small_store)]) == 0
+    text = capsys.readouterr().out
+    assert "40 valid of 40" in text and "(4, 2, 2) int8" in text
+    assert "RANDOM WEIGHTS" in text and "1,281,167" in text
+    assert cli.main(["info", "--json", str(small_store)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["samples"] == 40 and facts["chunks"] == 3 and facts["bytes_per_sample"] > 16
+
+
+def test_info_on_a_missing_store_is_one_clear_line(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latentstore info: error: no latent store") and "\n" not in err
+
+
+def test_module_entry_point(small_store):
+    result = subprocess.run([sys.executable, "-m", "latentstore", "info", str(small_store)], capture_output=True, text=True)
+    assert result.returncode == 0 and "memory-mapped" in result.stdout
