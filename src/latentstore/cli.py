@@ -46,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         parser = _top_parser()
-        args, _ = parser.parse_known_args(argv)
+        if argv and not argv[0].startswith("-"):
+            parser.print_usage(sys.stderr)
+            print(f"latentstore: error: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        parser.parse_args(argv)  # --help and --version exit here
         parser.print_help()
-        return 0 if not argv else 2
+        return 0
     name, rest = argv[0], argv[1:]
     module_name, text = COMMANDS[name]
     module = importlib.import_module(module_name)
