@@ -1,0 +1,47 @@
+"""Shared by the benchmark scripts: timing, markdown tables, saving results."""
+
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def best_rate(step, items_per_call: int, *, calls: int, repeats: int = 3) -> float:
+    """Items per second of ``step()``: the best of ``repeats`` timed runs of ``calls`` calls.
+
+    The best run is the least disturbed by other work on a shared machine.
+    """
+    step()  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        best = min(best, time.perf_counter() - start)
+    return items_per_call * calls / best
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{datetime.date.today().isoformat()}, {platform.machine()}, {cores} cores, "
+        f"Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def save(name: str, text: str, results_dir: Path | None = None) -> Path:
+    """Write ``text`` to ``results/<name>.md`` and return the path."""
+    directory = Path(results_dir) if results_dir else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.md"
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path
