@@ -187,6 +187,8 @@ def test_caller_image_is_not_modified():
     img.getexif()[0x0112] = 6
     out = load_image(img)
     assert out.size == (3, 5) and img.size == (5, 3)
+    jpeg = Image.open(PHOTOS[[p.stem for p in PHOTOS].index("retina")])  # 1411x1411, not loaded yet
+    assert load_image(jpeg, draft=256).size == (1411, 1411) and jpeg.size == (1411, 1411)
 
 
 @pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.name)

@@ -153,8 +153,8 @@ def _decode(
     img: Image.Image, draft: int | None, *, owned: bool
 ) -> tuple[Image.Image, _Box | None]:
     box = None
-    if draft is not None and img.format == "JPEG":
-        # Returns None for images that are already loaded.
+    # Draft mode resizes the image object itself, so never a caller's image.
+    if draft is not None and owned and img.format == "JPEG":
         reduced = img.draft("RGB", (draft, draft))
         if reduced is not None and reduced[1][2:] != img.size:
             box = reduced[1]
