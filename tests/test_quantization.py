@@ -251,3 +251,18 @@ def test_half_conversions_match_numpy_for_every_half_and_many_floats():
         expected_bits = floats.astype(np.float16).view(np.uint16)
     mismatch = np.flatnonzero(narrowed != expected_bits)
     assert mismatch.size == 0, f"float32 {floats[mismatch[:5]]} -> {narrowed[mismatch[:5]]}, numpy {expected_bits[mismatch[:5]]}"
+
+
+@pytest.mark.parametrize("granularity", ["sample", "channel"])
+def test_quantize_into_preallocated_buffers(granularity, latents_factory):
+    x = latents_factory(6, (3, 2, 2))
+    expected_q, expected_s = latentstore.quantize(x, granularity)
+    q, s = np.empty_like(expected_q), np.empty_like(expected_s)
+    got_q, got_s = latentstore.quantize(x, granularity, out=(q, s))
+    assert got_q is q and got_s is s
+    assert_same_bytes(q, expected_q, "codes")
+    assert_same_bytes(s, expected_s, "scales")
+    with pytest.raises(ValueError, match="out must be"):
+        latentstore.quantize(x, granularity, out=(q, np.empty(6, np.float32)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        latentstore.quantize(x[:3], granularity, out=(np.empty((6, 3, 2, 2), np.int8)[::2], s[:3]))

@@ -64,19 +64,37 @@ def group_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
     return shape[0], size // shape[0]
 
 
-def quantize(x, granularity: str = "sample", *, num_threads: int | None = None):
+def _quantize_outputs(shape, groups, granularity, out):
+    n = shape[0]
+    scale_shape = (n,) if granularity == "sample" else (n, groups)
+    if out is None:
+        return np.empty(shape, dtype=np.int8), np.zeros(scale_shape, dtype=np.float16)
+    q, scales = out
+    for array, dtype, want in ((q, np.int8, shape), (scales, np.float16, scale_shape)):
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != tuple(want):
+            raise ValueError(
+                f"out must be (int8 array of shape {tuple(shape)}, float16 array of shape {scale_shape}), "
+                f"got {getattr(array, 'dtype', type(array).__name__)} {getattr(array, 'shape', '')}"
+            )
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            raise ValueError("out arrays must be C-contiguous and writeable")
+    return q, scales
+
+
+def quantize(x, granularity: str = "sample", *, out=None, num_threads: int | None = None):
     """Quantize float latents of shape (N, ...) to int8 codes and float16 scales.
 
     Returns ``(q, scales)``: ``q`` int8 of ``x.shape``; ``scales`` float16 of
-    shape (N,) for ``granularity="sample"`` or (N, C) for ``"channel"``.
+    shape (N,) for ``granularity="sample"`` or (N, C) for ``"channel"``;
+    ``out`` may pass such a pair of preallocated arrays to fill.
     Raises NonFiniteError naming the first sample holding NaN or inf, and
     ScaleOverflowError when a sample's scale does not fit in float16.
     """
     x = _as_float32_samples(x)
     groups, group_size = group_shape(x.shape[1:], granularity)
     n = x.shape[0]
-    q = np.empty(x.shape, dtype=np.int8)
-    scale_bits = np.zeros((n, groups), dtype=np.uint16)
+    q, scales = _quantize_outputs(x.shape, groups, granularity, out)
+    scale_bits = scales.reshape(n, groups).view(np.uint16)
     if n:
         status = np.zeros(n, dtype=np.uint8)
         _kernels.quantize_absmax(
@@ -87,8 +105,7 @@ def quantize(x, granularity: str = "sample", *, num_threads: int | None = None):
             threads_for(x.nbytes, num_threads),
         )
         check_status(status)
-    scales = scale_bits.view(np.float16)
-    return q, scales[:, 0] if granularity == "sample" else scales
+    return q, scales
 
 
 def check_status(status: np.ndarray, first_sample: int = 0) -> None:
