@@ -263,3 +263,28 @@ def float_to_half_array(const float[::1] f, uint16_t[::1] out):
     cdef Py_ssize_t i
     for i in range(f.shape[0]):
         out[i] = float_to_half(f[i])
+
+
+def resolve_rows(const int64_t[::1] indices, int64_t num_rows, const uint8_t[::1] valid, int64_t[::1] rows):
+    """rows[i] = indices[i], negatives counted from the end.
+
+    Returns -1, or 2 * i for the first index out of range, 2 * i + 1 for the
+    first that lands on a sample whose ``valid`` flag is 0 (``valid`` may be
+    None to skip that check).
+    """
+    cdef Py_ssize_t i
+    cdef int64_t row, problem = -1
+    cdef bint check_valid = valid is not None
+    with nogil:
+        for i in range(indices.shape[0]):
+            row = indices[i]
+            if row < 0:
+                row = row + num_rows
+            if row < 0 or row >= num_rows:
+                problem = 2 * i
+                break
+            if check_valid and not valid[row]:
+                problem = 2 * i + 1
+                break
+            rows[i] = row
+    return problem

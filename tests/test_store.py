@@ -421,3 +421,17 @@ def test_inconsistent_array_metadata_is_reported(store):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(FormatError, match="'scales' dtype"):
         latentstore.open(store.path)
+
+
+@pytest.mark.parametrize(
+    "indices", [np.arange(10)[::-1], np.array([1, 2], np.int32), np.array([3], np.uint64), (4, -5), range(3)]
+)
+def test_index_containers(store, data, indices):
+    x, _ = data
+    rows = np.asarray(list(indices) if isinstance(indices, range) else indices).astype(np.int64) % N
+    np.testing.assert_array_equal(store[indices], expected_values(store, x, rows))
+
+
+def test_huge_unsigned_index_is_out_of_range(store):
+    with pytest.raises(IndexError, match="out of range"):
+        store.read(np.array([2**63 + 5], np.uint64))

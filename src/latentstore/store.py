@@ -63,6 +63,7 @@ class LatentStore:
         m = self.metadata
         self._padded_rows = m.num_chunks * m.chunk_samples
         self._lut = m.quant.lookup_table()
+        self._valid_flags = np.ascontiguousarray(self.valid, dtype=np.uint8)
         self.labels.flags.writeable = False
         self.valid.flags.writeable = False
 
@@ -203,34 +204,37 @@ class LatentStore:
 
     # -- indexing ----------------------------------------------------------
     def _rows_for(self, indices, allow_invalid: bool) -> tuple[np.ndarray, bool]:
+        """Resolve indices to row numbers in [0, N), checking range and validity."""
         n = self.metadata.num_samples
         scalar = isinstance(indices, numbers.Integral)
         if isinstance(indices, slice):
-            rows = np.arange(*indices.indices(n), dtype=np.int64)
-        else:
-            rows = np.asarray(indices)
-            if rows.dtype == bool:
-                if rows.shape != (n,):
-                    raise IndexError(f"a boolean mask must have shape ({n},), got {rows.shape}")
-                rows = np.flatnonzero(rows)
-            elif rows.size == 0:
-                rows = rows.astype(np.int64)
-            elif not np.issubdtype(rows.dtype, np.integer):
-                raise TypeError(f"indices must be integers, a slice or a boolean mask, got {rows.dtype}")
-            if rows.ndim > 1:
-                raise IndexError(f"indices must be one-dimensional, got shape {rows.shape}")
-            rows = rows.reshape(-1).astype(np.int64)
-            if rows.size:
-                low, high = rows.min(), rows.max()
-                if low < -n or high >= n:
-                    bad = int(low if low < -n else high)
-                    raise IndexError(f"index {bad} is out of range for a store of {n} samples")
-                if low < 0:
-                    rows = np.where(rows < 0, rows + n, rows)
-        if not allow_invalid and rows.size and not self.valid[rows].all():
-            bad = int(rows[np.argmin(self.valid[rows])])
+            indices = np.arange(*indices.indices(n), dtype=np.int64)
+        elif not (
+            isinstance(indices, np.ndarray)
+            and indices.dtype == np.int64
+            and indices.ndim == 1
+            and indices.flags.c_contiguous
+        ):
+            indices = np.asarray(indices)
+            if indices.dtype == bool:
+                if indices.shape != (n,):
+                    raise IndexError(f"a boolean mask must have shape ({n},), got {indices.shape}")
+                indices = np.flatnonzero(indices)
+            elif indices.size and not np.issubdtype(indices.dtype, np.integer):
+                raise TypeError(f"indices must be integers, a slice or a boolean mask, got {indices.dtype}")
+            if indices.ndim > 1:
+                raise IndexError(f"indices must be one-dimensional, got shape {indices.shape}")
+            if indices.dtype == np.uint64 and indices.size and indices.max() > np.iinfo(np.int64).max:
+                raise IndexError(f"index {indices.max()} is out of range for a store of {n} samples")
+            indices = np.ascontiguousarray(indices.reshape(-1), dtype=np.int64)
+        rows = np.empty(len(indices), dtype=np.int64)
+        problem = _kernels.resolve_rows(indices, n, None if allow_invalid else self._valid_flags, rows)
+        if problem >= 0:
+            bad = int(indices[problem // 2])
+            if problem % 2 == 0:
+                raise IndexError(f"index {bad} is out of range for a store of {n} samples")
             raise InvalidSampleError(
-                f"sample {bad} is marked invalid (missing, failed or non-finite); "
+                f"sample {bad % n} is marked invalid (missing, failed or non-finite); "
                 "pass allow_invalid=True to read it anyway (it reads as zeros), or skip it using store.valid"
             )
         return rows, scalar
