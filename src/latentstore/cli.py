@@ -15,6 +15,7 @@ from .errors import LatentStoreError
 #: command -> (module, one-line help). Modules are imported on use.
 COMMANDS = {
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
+    "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
 }
 
 
