@@ -1,0 +1,134 @@
+"""Image grids with a caption under each tile, for decoded samples and comparisons.
+
+>>> grid = make_grid(images, [f"#{i}" for i in range(len(images))], columns=4)  # doctest: +SKIP
+>>> grid.save("grid.png")                                                     # doctest: +SKIP
+
+For rows of related images ("original | float | int8"), :func:`interleave`
+the groups and give one column per group with ``column_titles``.
+"""
+
+import numpy as np
+
+#: Tiles smaller than this are enlarged (by a whole factor, nearest neighbour) so captions fit under them.
+MIN_TILE = 128
+#: At most this many caption lines under a tile; longer text ends in an ellipsis.
+MAX_CAPTION_LINES = 2
+
+
+def interleave(*groups) -> np.ndarray:
+    """Images of several equal-length groups, one of each in turn: a0, b0, c0, a1, b1, ...
+
+    With ``make_grid(interleave(a, b, c), columns=3)`` each row holds one triplet.
+    """
+    arrays = [np.asarray(g) for g in groups]
+    if not arrays:
+        raise ValueError("pass at least one group of images")
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"every group must have the same shape, got {[a.shape for a in arrays]}")
+    return np.stack(arrays, axis=1).reshape(-1, *arrays[0].shape[1:])
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(draw, text: str, font) -> float:
+    return draw.textlength(text, font=font)
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    """Break ``text`` into at most MAX_CAPTION_LINES lines of at most ``width`` pixels."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if _text_width(draw, candidate, font) <= width or not current:
+                current = candidate
+            else:
+                lines.append(current)
+                current = word
+        lines.append(current)
+    fitted = []
+    for i, line in enumerate(lines[:MAX_CAPTION_LINES]):
+        last = i == MAX_CAPTION_LINES - 1 and len(lines) > MAX_CAPTION_LINES
+        if last or _text_width(draw, line, font) > width:
+            while line and _text_width(draw, line + "…", font) > width:
+                line = line[:-1]
+            line += "…"
+        fitted.append(line)
+    return fitted
+
+
+def make_grid(
+    images,
+    captions=None,
+    *,
+    columns: int | None = None,
+    column_titles=None,
+    padding: int = 4,
+    font_size: int | None = None,
+    min_tile: int = MIN_TILE,
+):
+    """One PIL image of ``images`` (uint8, (N, H, W, 3) or (N, H, W)) in a grid, captions under the tiles.
+
+    ``captions``: one string per image (``None`` for none; ``"\\n"`` breaks a
+    line; at most two lines show). ``columns`` defaults to a near-square
+    grid. ``column_titles`` puts a title above each column. Tiles narrower
+    than ``min_tile`` pixels are enlarged by a whole factor so their captions
+    stay readable. ``font_size`` defaults to about 1/14 of the tile width,
+    between 11 and 20 pixels.
+    """
+    from PIL import Image, ImageDraw
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise ValueError(f"images must be uint8 of shape (N, H, W, 3) or (N, H, W), got {images.dtype} {images.shape}")
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to put in a grid")
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"pass one caption per image: {n} images, {len(captions)} captions")
+    if columns is None:
+        columns = int(np.ceil(np.sqrt(n)))
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    if column_titles is not None and len(column_titles) != columns:
+        raise ValueError(f"pass one title per column: {columns} columns, {len(column_titles)} titles")
+    rows = -(-n // columns)
+
+    factor = max(1, -(-min_tile // images.shape[2]))
+    tile_h, tile_w = images.shape[1] * factor, images.shape[2] * factor
+    font_size = font_size or int(np.clip(round(tile_w / 14), 11, 20))
+    font = _font(font_size)
+    line_height = font_size + max(2, font_size // 4)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [_wrap(measure, str(c), font, tile_w) for c in captions] if captions is not None else None
+    caption_h = max((len(lines) for lines in wrapped), default=0) * line_height if wrapped else 0
+    title_h = line_height + padding if column_titles is not None else 0
+
+    cell_w, cell_h = tile_w + padding, tile_h + caption_h + padding
+    canvas = Image.new("RGB", (columns * cell_w + padding, title_h + rows * cell_h + padding), "white")
+    draw = ImageDraw.Draw(canvas)
+    if column_titles is not None:
+        for c, title in enumerate(column_titles):
+            text = _wrap(draw, str(title), font, tile_w)[0]
+            x = padding + c * cell_w + (tile_w - _text_width(draw, text, font)) / 2
+            draw.text((x, padding), text, fill="black", font=font)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        x, y = padding + c * cell_w, title_h + padding + r * cell_h
+        tile = Image.fromarray(image)
+        if factor > 1:
+            tile = tile.resize((tile_w, tile_h), Image.Resampling.NEAREST)
+        canvas.paste(tile, (x, y))
+        for k, line in enumerate(wrapped[i] if wrapped else ()):
+            draw.text((x, y + tile_h + k * line_height + 1), line, fill="black", font=font)
+    return canvas
