@@ -16,6 +16,7 @@ from .errors import LatentStoreError
 COMMANDS = {
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
     "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
+    "stats": ("latentstore.inspect_stats", "recompute per-channel statistics and scale distribution; histogram PNG"),
 }
 
 

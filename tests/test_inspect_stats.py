@@ -1,0 +1,143 @@
+"""``latentstore stats``: recomputed statistics against numpy, the stored-stats check, the PNG."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latentstore
+from latentstore import cli
+from latentstore.inspect_stats import PERCENTILES, compute_stats, format_table, plot_stats
+
+N, SHAPE, CHUNK = 300, (4, 4, 4), 128
+
+
+def make_store(path, x, *, finalize=True, chunks=None, **options):
+    writer = latentstore.create(path, len(x), SHAPE, chunk_samples=CHUNK, **options)
+    for chunk in range(writer.metadata.num_chunks) if chunks is None else chunks:
+        start = chunk * CHUNK
+        block = slice(start, min(start + CHUNK, len(x)))
+        valid = np.arange(block.start, block.stop) % 7 != 0
+        if options.get("quant") is not None:
+            q = np.random.default_rng(chunk).integers(0, 256, size=(block.stop - block.start, *SHAPE), dtype=np.uint8)
+            writer.write(start, codes=q, valid=valid)
+        else:
+            writer.write(start, x[block], valid=valid)
+    if finalize:
+        writer.finalize()
+    return latentstore.open(path)
+
+
+@pytest.fixture
+def latents(latents_factory):
+    # Synthetic heavy-tailed latents with a different offset per channel.
+    return latents_factory(N, SHAPE, seed=11) + np.arange(SHAPE[0], dtype=np.float32)[:, None, None]
+
+
+@pytest.fixture(params=["sample", "channel"])
+def store(request, tmp_path, latents):
+    return make_store(tmp_path / "s.zarr", latents, granularity=request.param)
+
+
+def test_moments_match_numpy_over_valid_samples(store):
+    stats = compute_stats(store)
+    valid = np.flatnonzero(store.valid)
+    assert stats.valid == len(valid) == N - len(range(0, N, 7))
+    values = store.read(valid)[0].astype(np.float64).transpose(1, 0, 2, 3).reshape(SHAPE[0], -1)
+    np.testing.assert_allclose(stats.mean, values.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, values.std(axis=1), rtol=1e-9)
+    np.testing.assert_array_equal(stats.min, values.min(axis=1))
+    np.testing.assert_array_equal(stats.max, values.max(axis=1))
+    assert stats.count == values.shape[1]  # per channel
+
+
+def test_saturated_codes_and_scale_percentiles(store):
+    stats = compute_stats(store)
+    valid = np.flatnonzero(store.valid)
+    q, scales = store.codes(valid)
+    assert stats.saturated_fraction == np.count_nonzero(np.abs(q.astype(np.int16)) == 127) / q.size
+    # Every scale group holds its own largest magnitude at ±127.
+    assert stats.saturated_fraction >= len(scales.reshape(len(valid), -1).ravel()) / q.size
+    scales = scales.astype(np.float32)
+    np.testing.assert_array_equal(stats.scale_percentiles, np.percentile(scales.ravel(), PERCENTILES))
+    if store.metadata.quant.granularity == "channel":
+        np.testing.assert_array_equal(stats.channel_scale_percentiles, np.percentile(scales, PERCENTILES, axis=0).T)
+    else:
+        assert stats.channel_scale_percentiles is None
+
+
+def test_value_sample_is_seeded_and_sized(store):
+    a, b, c = compute_stats(store, sample_size=10, seed=1), compute_stats(store, sample_size=10, seed=1), compute_stats(store, sample_size=10, seed=2)
+    assert a.value_sample.shape == (10, SHAPE[0], 16)
+    np.testing.assert_array_equal(a.value_sample, b.value_sample)
+    assert not np.array_equal(a.value_sample, c.value_sample)
+    assert compute_stats(store, sample_size=10_000).value_sample.shape[0] == store.valid.sum()
+
+
+def test_stored_stats_agree_and_a_tampered_value_is_flagged(store, capsys):
+    assert compute_stats(store).mismatches == []
+    assert cli.main(["stats", store.path]) == 0
+    assert "agree with the recomputed ones" in capsys.readouterr().out
+    meta_path = Path(store.path, "zarr.json")
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["latentstore"]["stats"]["std"][2] *= 1.01
+    meta_path.write_text(json.dumps(meta))
+    stats = compute_stats(store.path)
+    assert len(stats.mismatches) == 1 and stats.mismatches[0].startswith("std[2]: stored")
+    assert cli.main(["stats", store.path]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH in 1 values" in out
+    assert [line.split()[0] for line in out.splitlines() if line.endswith("MISMATCH")] == ["2"]
+
+
+def test_incomplete_store_has_no_stored_stats(tmp_path, latents):
+    store = make_store(tmp_path / "s.zarr", latents, finalize=False, chunks=[1])
+    stats = compute_stats(store)
+    assert stats.stored is None and stats.mismatches == []
+    assert stats.valid == sum(i % 7 != 0 for i in range(CHUNK, 2 * CHUNK))
+    assert "none (the store is not finalized)" in format_table(stats)
+
+
+def test_empty_store_says_so(tmp_path, latents):
+    store = make_store(tmp_path / "s.zarr", latents, finalize=False, chunks=[])
+    stats = compute_stats(store)
+    assert stats.count == 0 and stats.value_sample is None
+    assert "no valid samples" in format_table(stats)
+
+
+def test_affine_store_counts_the_code_range_ends(tmp_path, latents):
+    store = make_store(tmp_path / "a.zarr", latents, quant=latentstore.QuantSpec.affine(13 / 255, -6.5))
+    stats = compute_stats(store)
+    q, _ = store.codes(np.flatnonzero(store.valid))
+    assert stats.saturated_codes == (0, 255)
+    assert stats.saturated_fraction == np.count_nonzero((q == 0) | (q == 255)) / q.size
+    assert stats.scale_percentiles is None and stats.mismatches == []
+
+
+def test_png_is_written(store, tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    path = tmp_path / "stats.png"
+    plot_stats(compute_stats(store), path)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1300, 850)
+
+
+def test_cli_without_matplotlib_says_how_to_install_it(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert cli.main(["stats", store.path, "--png", str(tmp_path / "x.png")]) == 1
+    captured = capsys.readouterr()
+    assert "channel" in captured.out  # the table still comes out
+    assert "pip install 'latentstore[plot]'" in captured.err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_json(store, capsys):
+    assert cli.main(["stats", store.path, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] == int(store.valid.sum()) and len(data["mean"]) == SHAPE[0]
+    assert data["percentiles"] == list(PERCENTILES) and data["mismatches"] == []
