@@ -16,6 +16,7 @@ from .errors import LatentStoreError
 COMMANDS = {
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
     "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
+    "stats": ("latentstore.inspect_stats", "recompute per-channel statistics and scale distribution; histogram PNG"),
     "import-pt": ("latentstore.importers.pt", "import a torch.save'd list of uint8 latent dicts (Imagenet.3GB), losslessly"),
     "import-mds": ("latentstore.importers.mds", "import MosaicML MDS shards of uint8 latents (Imagenet.int8), losslessly"),
     "export-npy": ("latentstore.importers.npy", "export a store to flat .npy files (latents, scales, labels) for np.load(mmap_mode='r')"),
