@@ -39,7 +39,6 @@ Imagenet.3GB's layout (measured) and as this store (measured).
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -119,7 +118,8 @@ def image_source(directory, backend, n: int, resolution: int) -> Latents:
     crops = np.stack(crops)
     pixels = torch.from_numpy(crops).permute(0, 3, 1, 2)
     x = torch.cat([backend.encode(pixels[i : i + 16]).cpu() for i in range(0, len(crops), 16)]).numpy()
-    return Latents(x, f"{len(crops)} images of {directory} encoded at {resolution} px by {_model_name(backend)}", crops, backend)
+    description = f"{len(crops)} images of {directory} encoded at {resolution} px by {_model_name(backend)}"
+    return Latents(x, description, crops, backend)
 
 
 def _model_name(backend) -> str:
@@ -173,7 +173,9 @@ def schemes(shape) -> list[Scheme]:
     return [
         Scheme("float32", "float32", 4 * values, lambda x: x),
         Scheme("float16", "float16", 2 * values, lambda x: x.astype(np.float16).astype(np.float32)),
-        Scheme("bfloat16", "bfloat16", 2 * values, bfloat16_roundtrip, note="round to nearest even on the float32 bits (numpy)"),
+        Scheme(
+            "bfloat16", "bfloat16", 2 * values, bfloat16_roundtrip, note="round to nearest even on the float32 bits (numpy)"
+        ),
         Scheme(
             "Imagenet.3GB global uint8 (±6.5)", "Imagenet.3GB uint8 ±6.5", values,
             lambda x: global_uint8_roundtrip(x, -6.5, 6.5), (-6.5, 6.5),
@@ -513,8 +515,8 @@ def read_note(result: Result, growth: float | None) -> str:
     chunks = result.store_samples // result.chunk
     text = (
         "Ratios are within this run; store.read with the library's default thread count. zarr-python reads (and "
-        f"decompresses, checksums) every chunk a batch touches in full, compressed or not: here {chunks_touched(chunks):.1f} of {chunks} chunks of "
-        f"{result.chunk:,} samples per batch."
+        "decompresses, checksums) every chunk a batch touches in full, compressed or not: here "
+        f"{chunks_touched(chunks):.1f} of {chunks} chunks of {result.chunk:,} samples per batch."
     )
     if growth is None:
         return text + " These are not the default chunks, so no projection to ImageNet scale is made."
@@ -679,7 +681,8 @@ def main(argv=None) -> str:
     source.backend = backend
     command = "python benchmarks/compression.py" + "".join(" " + a for a in (sys.argv[1:] if argv is None else argv))
     _, text, paths = generate(
-        source, args.results, args.name or stem, command, pixel_samples=args.pixel_samples, quick=args.quick, scratch=args.dir
+        source, args.results, args.name or stem, command,
+        pixel_samples=args.pixel_samples, quick=args.quick, scratch=args.dir,
     )
     print(text)
     print(f"saved {paths[0]} and {paths[1]}", file=sys.stderr)
