@@ -380,8 +380,9 @@ def corrupt_sample_count(directory):
         (None, {"latent_shape": (4, 4, 4)}, "has 32 bytes of 'vae_output', expected 64; check the latent shape"),
         (None, {"label_column": "class_id"}, "no label column 'class_id'; its columns are"),
         (lambda d: (d / "index.json").write_text('{"version": 2, "shards": [{"format": "json"}]}'), {}, "only MDS version 2"),
+        (lambda d: (d / "index.json").write_text('{"version": 2, "shards": [{"format": "mds"}]}'), {}, "not a valid MDS shard entry"),
     ],
-    ids=["no-index", "missing-shard", "truncated", "sample-count", "shape", "column", "format"],
+    ids=["no-index", "missing-shard", "truncated", "sample-count", "shape", "column", "format", "entry"],
 )
 def test_import_mds_errors_say_what_is_wrong(tmp_path, damage, options, message):
     _, _, samples = make_int8_samples(30, shape=(2, 4, 4))

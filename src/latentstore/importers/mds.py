@@ -93,17 +93,13 @@ class ShardInfo:
     @classmethod
     def from_index(cls, directory: Path, number: int, entry) -> "ShardInfo":
         where = f"{directory / INDEX_NAME} shard {number}"
+        if not isinstance(entry, dict) or entry.get("format") != "mds" or entry.get("version", 2) != 2:
+            kind = f"format {entry.get('format')!r} version {entry.get('version')!r}" if isinstance(entry, dict) else type(entry).__name__
+            raise SourceError(f"{where} is {kind}; only MDS version 2 shards are supported")
         try:
-            if entry.get("format") != "mds" or entry.get("version", 2) != 2:
-                raise SourceError(
-                    f"{where} is format {entry.get('format')!r} version {entry.get('version')!r}; "
-                    "only MDS version 2 shards are supported"
-                )
             names = tuple(entry["column_names"])
             encodings = tuple(entry["column_encodings"])
             sizes = tuple(entry["column_sizes"])
-            if not (len(names) == len(encodings) == len(sizes)):
-                raise SourceError(f"{where}: column_names, column_encodings and column_sizes differ in length")
             raw = Path(entry["raw_data"]["basename"])
             zipped = entry.get("zip_data")
             path, compressed = directory / raw, False
@@ -111,9 +107,12 @@ class ShardInfo:
                 # mosaicml-streaming keeps the compressed file and may or may not
                 # have unpacked it; a raw file next to it is read directly.
                 path, compressed = directory / zipped["basename"], True
-            return cls(number, path, compressed, entry.get("compression"), int(entry["samples"]), names, encodings, sizes)
+            samples = int(entry["samples"])
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise SourceError(f"{where} is not a valid MDS shard entry: {exc!r}") from None
+        if not (len(names) == len(encodings) == len(sizes)):
+            raise SourceError(f"{where}: column_names, column_encodings and column_sizes differ in length")
+        return cls(number, path, compressed, entry.get("compression"), samples, names, encodings, sizes)
 
 
 def read_index(directory) -> list[ShardInfo]:
