@@ -91,7 +91,8 @@ def store_source(path, n: int) -> Latents:
     description = (
         f"the first {len(rows):,} valid samples of the store {path}, encoded by {model}{random}; "
         "its DEQUANTIZED latents are the reference: errors are relative to them, "
-        "not to the float latents the store was made from"
+        "not to the float latents the store was made from (so re-quantizing them with the store's own "
+        "scheme reads as lossless)"
     )
     return Latents(store.read(rows)[0], description)
 
