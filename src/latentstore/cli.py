@@ -17,6 +17,7 @@ COMMANDS = {
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
     "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
     "stats": ("latentstore.inspect_stats", "recompute per-channel statistics and scale distribution; histogram PNG"),
+    "decode": ("latentstore.decode", "decode samples back to images (PNG files or a grid), optionally beside the source"),
     "import-pt": ("latentstore.importers.pt", "import a torch.save'd list of uint8 latent dicts (Imagenet.3GB), losslessly"),
     "import-mds": ("latentstore.importers.mds", "import MosaicML MDS shards of uint8 latents (Imagenet.int8), losslessly"),
     "export-npy": ("latentstore.importers.npy", "export a store to flat .npy files (latents, scales, labels) for np.load(mmap_mode='r')"),
