@@ -1,0 +1,276 @@
+"""The encode pipeline in-process: labels, failures, crops, codes, flip, non-finite latents, limit, CLI.
+
+Every store here is made with a tiny randomly initialised DC-AE (f32, 32
+channels) at 64 px, so latents are (32, 2, 2) and mean nothing.
+"""
+
+import importlib
+import importlib.util
+import json
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+import latentstore  # noqa: E402
+from latentstore import cli  # noqa: E402
+from latentstore.backends import Backend, load_backend, save_tiny_model  # noqa: E402
+from latentstore.errors import IncompatibleStoreError, StoreExistsError  # noqa: E402
+from latentstore.preprocess import Preprocessing  # noqa: E402
+from latentstore.sources import ImageFolderSource  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "images"
+PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
+encode_module = importlib.import_module("latentstore.encode")
+RESOLUTION = 64
+OPTIONS = dict(resolution=RESOLUTION, chunk_samples=8, batch_size=4, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "dc", "dc", seed=1)
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """An ImageFolder tree: the sample photos' classes plus 'odd' and 'broken'."""
+    root = tmp_path_factory.mktemp("images") / "tree"
+    shutil.copytree(PHOTOS, root)
+    for kind in ("odd", "broken"):
+        shutil.copytree(DATA / kind, root / kind)
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory, tiny_model, image_tree):
+    out = tmp_path_factory.mktemp("stores") / "tree.zarr"
+    summary = latentstore.encode(image_tree, out, model=tiny_model, workers=1, **OPTIONS)
+    return summary, latentstore.open(out)
+
+
+def test_one_valid_sample_per_decodable_image_with_its_label(encoded, image_tree):
+    summary, store = encoded
+    source = ImageFolderSource(str(image_tree))
+    ids = list(source.ids)
+    broken = {f"broken/{p.name}" for p in (DATA / "broken").iterdir()}
+    assert len(store) == len(ids) == summary.samples
+    np.testing.assert_array_equal(store.valid, [i not in broken for i in ids])
+    np.testing.assert_array_equal(store.labels, source.labels)
+    assert store.classes == tuple(source.classes) and "odd" in store.classes
+    assert store.metadata.complete and summary.valid == len(ids) - len(broken)
+    assert summary.encoded == len(ids) and summary.resumed_chunks == 0
+
+
+def test_broken_files_are_reported_by_name_and_reason(encoded):
+    summary, store = encoded
+    reported = {f.id: f.reason for f in summary.failures}
+    assert set(reported) == {"broken/corrupt_data.png", "broken/empty.jpg", "broken/not_an_image.jpg", "broken/truncated.jpg"}
+    assert "truncated" in reported["broken/truncated.jpg"]
+    assert "identify" in reported["broken/empty.jpg"]
+    stored = store.metadata.extra["failures"]
+    assert stored == [{"index": f.index, "id": f.id, "reason": f.reason} for f in summary.failures]
+    assert all(not store.valid[f.index] for f in summary.failures)
+    text = str(summary)
+    assert "broken/truncated.jpg" in text and "RANDOM WEIGHTS" in text
+    assert summary.to_dict()["random_model"] is True
+
+
+def test_the_store_holds_the_codes_of_the_preprocessed_crops(encoded, image_tree, tiny_model):
+    """Crops equal Preprocessing()(path), and codes an in-process encode + quantize of them."""
+    _, store = encoded
+    source = ImageFolderSource(str(image_tree))
+    preprocessing = Preprocessing(resolution=RESOLUTION)
+    backend = load_backend(tiny_model, device="cpu")
+    m = store.metadata
+    batches = encode_module._CropBatches(source, preprocessing, encode_module._batch_ranges(m, range(m.num_chunks), 4))
+    q_all, s_all = store.codes(np.arange(len(store)), allow_invalid=True)
+    checked = 0
+    for batch in batches:
+        rows = batch.start + np.flatnonzero(batch.ok)
+        crops = np.stack([preprocessing(image_tree / source.ids[i]) for i in rows]) if len(rows) else None
+        if crops is None:
+            continue
+        np.testing.assert_array_equal(batch.pixels.numpy(), crops)
+        z = backend.encode(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous())
+        q, s = latentstore.quantize(z.numpy())
+        np.testing.assert_array_equal(q_all[rows], q)
+        np.testing.assert_array_equal(s_all[rows], s)
+        checked += len(rows)
+    assert checked == int(store.valid.sum())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (DATA / "odd").iterdir()))
+def test_odd_images_become_rgb_crops_with_content(encoded, image_tree, name):
+    _, store = encoded
+    crop = Preprocessing(resolution=RESOLUTION)(image_tree / "odd" / name)
+    assert crop.shape == (RESOLUTION, RESOLUTION, 3) and crop.dtype == np.uint8
+    assert crop.std() > 5, "a crop without content: decoding or compositing went wrong"
+    ids = list(ImageFolderSource(str(image_tree)).ids)
+    assert store.valid[ids.index(f"odd/{name}")]
+
+
+def test_flip_stores_the_codes_of_the_mirrored_crops(tmp_path, tiny_model):
+    out = tmp_path / "flip.zarr"
+    latentstore.encode(PHOTOS, out, model=tiny_model, workers=0, flip=True, limit=6, **OPTIONS)
+    store = latentstore.open(out)
+    assert store.has_flip and store.valid.all()
+    source = ImageFolderSource(str(PHOTOS), limit=6)
+    preprocessing = Preprocessing(resolution=RESOLUTION)
+    backend = load_backend(tiny_model, device="cpu")
+    crops = torch.from_numpy(np.stack([preprocessing(PHOTOS / i) for i in source.ids])).permute(0, 3, 1, 2)
+    plain, mirrored = store.codes(np.arange(6), flip=False), store.codes(np.arange(6), flip=True)
+    for start in (0, 4):  # the pipeline's batches: 4 + 2
+        rows = slice(start, min(start + 4, 6))
+        q, s = latentstore.quantize(backend.encode(crops[rows].flip(-1).contiguous()).numpy())
+        np.testing.assert_array_equal(mirrored[0][rows], q)
+        np.testing.assert_array_equal(mirrored[1][rows], s)
+    assert not np.array_equal(plain[0], mirrored[0])
+
+
+def test_non_finite_and_huge_latents_are_marked_invalid(tmp_path, tiny_model, monkeypatch):
+    original = Backend.encode
+
+    def broken_encode(self, pixels, **kw):
+        z = original(self, pixels, **kw)
+        z[0, 3] = float("nan")  # the first image of every batch
+        if len(z) > 1:
+            z[1] *= 1e30  # the second: beyond 127 * 65504, no float16 scale fits
+        return z
+
+    monkeypatch.setattr(Backend, "encode", broken_encode)
+    summary = latentstore.encode(PHOTOS, tmp_path / "nan.zarr", model=tiny_model, workers=0, limit=6, **OPTIONS)
+    store = latentstore.open(tmp_path / "nan.zarr")
+    np.testing.assert_array_equal(store.valid, [False, False, True, True, False, False])
+    reasons = {f.index: f.reason for f in summary.failures}
+    assert reasons == {
+        0: encode_module.NONFINITE_REASON,
+        1: encode_module.OVERFLOW_REASON,
+        4: encode_module.NONFINITE_REASON,
+        5: encode_module.OVERFLOW_REASON,
+    }
+    q, s = store.codes([0, 1], allow_invalid=True)
+    assert not q.any() and not s.any()
+
+
+def test_limit_encodes_the_first_images(tmp_path, tiny_model):
+    summary = latentstore.encode(PHOTOS, tmp_path / "l.zarr", model=tiny_model, workers=0, limit=3, **OPTIONS)
+    store = latentstore.open(tmp_path / "l.zarr")
+    assert len(store) == summary.samples == 3
+    assert store.metadata.source == ImageFolderSource(str(PHOTOS), limit=3).describe()
+    assert store.metadata.source["limit"] == 3
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_first_chunk(monkeypatch, error=_Crash):
+    original = encode_module._Chunk.write
+
+    def write(self, *args):
+        original(self, *args)
+        raise error()
+
+    monkeypatch.setattr(encode_module._Chunk, "write", write)
+
+
+@pytest.fixture
+def unfinished(tmp_path, tiny_model, monkeypatch):
+    """A store left by a run that died after its first chunk."""
+    out = tmp_path / "unfinished.zarr"
+    with monkeypatch.context() as patch:
+        _crash_after_first_chunk(patch)
+        with pytest.raises(_Crash):
+            latentstore.encode(PHOTOS, out, model=tiny_model, workers=0, limit=12, **OPTIONS)
+    assert not latentstore.open(out).metadata.complete
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (dict(resolution=96), "encoder"),
+        (dict(limit=11), "source"),
+        (dict(resize="bicubic"), "encoder"),
+        (dict(chunk_samples=4), "chunk_samples"),
+        (dict(flip=True), "flip"),
+    ],
+)
+def test_a_store_made_with_other_settings_is_refused(unfinished, tiny_model, change, named):
+    options = {**OPTIONS, "limit": 12, **change}
+    with pytest.raises(IncompatibleStoreError, match=f"{named}: store has") as info:
+        latentstore.encode(PHOTOS, unfinished, model=tiny_model, workers=0, **options)
+    assert "overwrite" in str(info.value)
+
+
+def test_another_model_is_refused_and_overwrite_replaces(unfinished, tiny_model, tmp_path):
+    other = save_tiny_model(tmp_path / "other", "dc", seed=2)
+    with pytest.raises(IncompatibleStoreError, match="encoder: store has"):
+        latentstore.encode(PHOTOS, unfinished, model=other, workers=0, limit=12, **OPTIONS)
+    summary = latentstore.encode(PHOTOS, unfinished, model=other, workers=0, limit=12, overwrite=True, **OPTIONS)
+    assert summary.resumed_chunks == 0 and latentstore.open(unfinished).metadata.encoder["model"] == other
+
+
+def test_resuming_finishes_the_store_and_a_complete_store_is_refused(unfinished, tiny_model):
+    summary = latentstore.encode(PHOTOS, unfinished, model=tiny_model, workers=0, limit=12, **OPTIONS)
+    assert summary.resumed_chunks == 1 and summary.encoded == 4 and summary.chunks == 2
+    assert latentstore.open(unfinished).valid.all()
+    with pytest.raises(StoreExistsError, match="complete store"):
+        latentstore.encode(PHOTOS, unfinished, model=tiny_model, workers=0, limit=12, **OPTIONS)
+
+
+def test_ctrl_c_stops_workers_keeps_finished_chunks_and_says_how_to_resume(tmp_path, tiny_model, monkeypatch, capsys):
+    out = tmp_path / "interrupted.zarr"
+    _crash_after_first_chunk(monkeypatch, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        latentstore.encode(PHOTOS, out, model=tiny_model, workers=2, limit=12, **OPTIONS)
+    err = capsys.readouterr().err
+    assert "1 of 2 chunks" in err and "run the same command again to resume" in err
+    assert multiprocessing.active_children() == []
+    assert (out / "valid" / "c" / "0").exists() and not (out / "valid" / "c" / "1").exists()
+
+
+def test_cli_encodes_and_prints_a_summary(tmp_path, tiny_model, capsys):
+    out = tmp_path / "cli.zarr"
+    argv = ["encode", str(PHOTOS), str(out), "--model", tiny_model, "--resolution", "64", "--limit", "5",
+            "--chunk-samples", "4", "--workers", "0", "--device", "cpu", "--no-progress", "--json"]
+    assert cli.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["samples"] == summary["valid"] == 5 and summary["random_model"] is True
+    assert latentstore.open(out).metadata.encoder["resolution"] == 64
+
+
+def test_cli_rejects_a_resolution_the_model_cannot_encode(tmp_path, tiny_model, capsys):
+    argv = ["encode", str(PHOTOS), str(tmp_path / "x.zarr"), "--model", tiny_model, "--resolution", "48",
+            "--device", "cpu", "--no-progress"]
+    assert cli.main(argv) == 2
+    assert "multiple of the model's spatial compression 32" in capsys.readouterr().err
+
+
+def test_latentstore_encode_stays_callable_after_importing_its_module(tmp_path, tiny_model):
+    assert latentstore.encode is encode_module  # Python rebinds the package attribute
+    summary = latentstore.encode(PHOTOS, tmp_path / "c.zarr", model=tiny_model, workers=0, limit=2, **OPTIONS)
+    assert summary.samples == 2 and encode_module.encode is not encode_module
+
+
+def test_cli_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["encode", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--flip", "--class-list-from", "--resize", "--limit", "torchrun", "resumes"):
+        assert option in text
+
+
+def test_the_encode_benchmark_runs_at_smoke_size():
+    path = Path(__file__).parents[1] / "benchmarks" / "encode.py"
+    spec = importlib.util.spec_from_file_location("encode_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--smoke"])
+    assert "(a) Preprocessing" in report and "TINY RANDOM DC-AE" in report
+    assert report.count("x |") >= 5  # every row carries its ratio to the reference
