@@ -20,3 +20,35 @@ def synthetic_latents(n, shape=(4, 4, 4), seed=0):
 @pytest.fixture
 def latents_factory():
     return synthetic_latents
+
+
+def _kernel_variants():
+    import importlib
+
+    variants = {}
+    for name in ("_kernels", "_kernels_avx2"):
+        try:
+            variants[name] = importlib.import_module(f"latentstore.{name}")
+        except ImportError:
+            continue
+    if "_kernels_avx2" in variants:
+        from latentstore._native import _cpu_has_avx2
+
+        if not _cpu_has_avx2():
+            del variants["_kernels_avx2"]
+    return variants
+
+
+KERNEL_VARIANTS = _kernel_variants()
+
+
+@pytest.fixture(params=sorted(KERNEL_VARIANTS))
+def each_kernel_variant(request, monkeypatch):
+    """Run a test once per compiled kernel build this CPU can execute."""
+    import latentstore.quantization
+    import latentstore.store
+
+    kernels = KERNEL_VARIANTS[request.param]
+    monkeypatch.setattr(latentstore.quantization, "_kernels", kernels)
+    monkeypatch.setattr(latentstore.store, "_kernels", kernels)
+    return kernels

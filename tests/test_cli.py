@@ -57,3 +57,17 @@ def test_info_on_a_missing_store_is_one_clear_line(tmp_path, capsys):
 def test_module_entry_point(small_store):
     result = subprocess.run([sys.executable, "-m", "latentstore", "info", str(small_store)], capture_output=True, text=True)
     assert result.returncode == 0 and "memory-mapped" in result.stdout
+
+
+def test_closed_pipe_exits_quietly(small_store):
+    code = (
+        "import sys, latentstore.cli\n"
+        "sys.stdout.close = lambda: None\n"
+        "class Closed:\n"
+        "    def write(self, text): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "    def flush(self): pass\n"
+        "sys.stdout = Closed()\n"
+        f"sys.exit(latentstore.cli.main(['info', {str(small_store)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr

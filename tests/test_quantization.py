@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import latentstore
-from latentstore import _kernels, _reference
+from latentstore import _reference
 from latentstore.errors import NonFiniteError, ScaleOverflowError
 from latentstore.quantization import Normalization, group_shape
 
@@ -46,6 +46,11 @@ def check_against_reference(x, granularity):
         )
         assert_same_bytes(out.reshape(ref.shape), ref, f"dequantized {dtype.__name__} of {x!r}")
     return q, scales
+
+
+@pytest.fixture(autouse=True)
+def _every_kernel_build(each_kernel_variant):
+    """Every test here runs against each compiled kernel build (baseline, AVX2)."""
 
 
 finite_floats = st.floats(-1e5, 1e5, width=32, allow_subnormal=True)
@@ -224,7 +229,8 @@ def test_threaded_kernels_give_identical_bytes(threads, latents_factory):
     assert_same_bytes(latentstore.dequantize(q1, s1, num_threads=threads), latentstore.dequantize(q1, s1, num_threads=1), "floats")
 
 
-def test_half_conversions_match_numpy_for_every_half_and_many_floats():
+def test_half_conversions_match_numpy_for_every_half_and_many_floats(each_kernel_variant):
+    _kernels = each_kernel_variant
     every_half = np.arange(1 << 16, dtype=np.uint16)
     widened = np.empty(every_half.size, np.float32)
     _kernels.half_to_float_array(every_half, widened)

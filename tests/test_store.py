@@ -60,6 +60,11 @@ def expected_values(store, x, rows):
     return latentstore.dequantize(q, s)
 
 
+@pytest.fixture(autouse=True)
+def _every_kernel_build(each_kernel_variant):
+    """Every test here runs against each compiled kernel build (baseline, AVX2)."""
+
+
 # -- reading -------------------------------------------------------------------
 @pytest.mark.parametrize(
     "indices",
@@ -265,7 +270,7 @@ def test_compressed_store_reads_identical_values_through_zarr(tmp_path, data, co
 def test_remote_url_store_reads_through_zarr(tmp_path, data):
     pytest.importorskip("fsspec")
     x, labels = data
-    url = "memory://latentstore-test/remote.zarr"
+    url = f"memory://latentstore-test/{tmp_path.name}/remote.zarr"  # the memory filesystem outlives a test
     remote = write_store(url, x[:128], labels=labels[:128])
     local = write_store(tmp_path / "local.zarr", x[:128], labels=labels[:128])
     assert not remote.fast

@@ -31,10 +31,10 @@ from .writer import StoreWriter, create
 
 def kernels_info() -> str:
     """Which compiled kernels are active, e.g. 'Cython kernels with OpenMP (2 threads)'."""
-    from . import _kernels
+    from ._native import kernels, variant
 
-    threads = f"OpenMP, up to {get_num_threads()} threads" if _kernels.OPENMP else "single-threaded, no OpenMP"
-    return f"compiled Cython kernels ({threads})"
+    threads = f"OpenMP, up to {get_num_threads()} threads" if kernels.OPENMP else "single-threaded, no OpenMP"
+    return f"compiled Cython kernels ({variant}, {threads})"
 
 
 def encode(source, out, **options):

@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. '| head'): stop quietly, as Unix tools do.
+        sys.stdout = None
+        return 0
     except LatentStoreError as exc:
         print(f"latentstore {name}: error: {exc}", file=sys.stderr)
         return 1

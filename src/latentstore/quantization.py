@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
+from ._native import kernels as _kernels
 from ._threads import threads_for
 from .errors import NonFiniteError, ScaleOverflowError
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels
+from ._native import kernels as _kernels
 from . import format as fmt
 from ._mapped import MappedChunks, ZarrRows, load_local_array
 from ._threads import threads_for
@@ -345,6 +345,15 @@ class LatentStore:
         if scalar:
             return q[0], None if scales is None else scales[0]
         return q, scales
+
+    def decode(self, indices, *, model=None, device=None, flip=False):
+        """Decode samples back to uint8 images (n, H, W, 3) with the store's recorded model.
+
+        Needs the ``encode`` extra (torch, diffusers); see ``latentstore.decode.decode``.
+        """
+        from .decode import decode
+
+        return decode(self, indices, model=model, device=device, flip=flip)
 
     def epoch_indices(self, *, shuffle=True, seed=0, epoch=0, rank=0, world_size=1) -> np.ndarray:
         """This rank's sample order for one epoch (valid samples only); see ``sampling.epoch_order``."""
