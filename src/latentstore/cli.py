@@ -15,6 +15,7 @@ from .errors import LatentStoreError
 #: command -> (module, one-line help). Modules are imported on use.
 COMMANDS = {
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
+    "encode": ("latentstore.encode_cli", "encode images into a store with DC-AE (resumable; torchrun for many GPUs)"),
     "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
     "stats": ("latentstore.inspect_stats", "recompute per-channel statistics and scale distribution; histogram PNG"),
     "decode": ("latentstore.decode", "decode samples back to images (PNG files or a grid), optionally beside the source"),
