@@ -1,0 +1,449 @@
+"""Feeding PyTorch training loops from a store.
+
+Two ways in:
+
+- :class:`LatentLoader`, the fast one: an iterator of ``(latents, labels)``
+  batches gathered by the store's compiled reader straight into reused
+  buffers on a background thread, sharded across ``torch.distributed`` ranks,
+  resumable mid-epoch from :meth:`~LatentLoader.state_dict`; with a CUDA
+  device it ships the int8 codes and float16 scales (a quarter of the float32
+  bytes) and dequantizes on the GPU.
+- :class:`LatentDataset`, a map-style dataset for code built around
+  ``torch.utils.data.DataLoader``; ``__getitems__`` reads a whole batch with
+  one gather, and DataLoader workers (fork, spawn or forkserver) reopen the
+  store's memory maps instead of receiving pickled data.
+
+Both see the valid samples only (``store.valid``), and both draw horizontal
+flips from the store's stored ``flip/`` latents, never by flipping a latent.
+This is the only module of the read path that imports torch.
+"""
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import torch_quant
+from .sampling import batch_slices
+from .store import LatentStore
+
+_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _open(store) -> LatentStore:
+    return store if isinstance(store, LatentStore) else LatentStore(store)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A well-mixed 64-bit hash of each element (Steele et al.'s SplitMix64 finaliser)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def flip_mask(indices, flip_prob: float, seed: int, epoch: int) -> np.ndarray:
+    """Which of the given samples to read flipped: one Bernoulli(flip_prob) per (seed, epoch, sample).
+
+    A pure function of its arguments, so every worker, rank and resumed run
+    draws the same flips whatever the batching.
+    """
+    indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(_splitmix64(np.array([seed], dtype=np.int64).astype(np.uint64)) ^ np.uint64(epoch))
+        bits = _splitmix64(indices ^ key)
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return uniform < flip_prob
+
+
+def _check_flip(store: LatentStore, flip_prob: float) -> float:
+    flip_prob = float(flip_prob)
+    if not 0.0 <= flip_prob <= 1.0:
+        raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+    if flip_prob > 0 and not store.has_flip:
+        raise ValueError(
+            f"flip_prob={flip_prob} needs stored flip/ latents, and {store.path} has none; "
+            "re-encode with --flip (flipping a DC-AE latent is not the latent of the flipped image)"
+        )
+    return flip_prob
+
+
+class SampleBatch(list):
+    """What :meth:`LatentDataset.__getitems__` returns: a list of ``(latent, label)`` pairs
+    that also carries the whole batch as ``latents`` and ``labels`` tensors.
+
+    The default collate stacks the pairs (one copy); :func:`collate` hands
+    the batch tensors on as they are.
+    """
+
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor):
+        super().__init__(zip(latents, labels.tolist()))
+        self.latents = latents
+        self.labels = labels
+
+
+def collate(batch):
+    """A DataLoader ``collate_fn`` that passes a :class:`SampleBatch` on without copying."""
+    if isinstance(batch, SampleBatch):
+        return batch.latents, batch.labels
+    return torch.utils.data.default_collate(batch)
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a store's valid samples: ``ds[i] -> (latent tensor (C, H, W), label)``.
+
+    Position ``i`` is the store's ``i``-th valid sample (``ds.indices[i]``;
+    the identity when every sample is valid). ``flip_prob`` reads the stored
+    flipped latent with that probability, drawn from (seed, epoch, sample):
+    call :meth:`set_epoch` each epoch for fresh flips. ``normalize`` is
+    passed to :meth:`LatentStore.read`.
+
+    Works with a plain ``DataLoader(ds, batch_size=...)``; pass
+    ``collate_fn=latentstore.torch.collate`` to skip the default collate's
+    copy. Pickles as the store's path and settings, so workers reopen the
+    store and never receive data.
+    """
+
+    def __init__(self, store_or_path, flip_prob: float = 0.0, normalize=False, seed: int = 0):
+        self.store = _open(store_or_path)
+        self.flip_prob = _check_flip(self.store, flip_prob)
+        self.normalize = normalize
+        self.seed = int(seed)
+        self.epoch = 0
+        self.store._normalization(normalize)  # fail now, not in a worker
+        self.indices = np.flatnonzero(self.store.valid)
+
+    def __getstate__(self):
+        return {
+            "path": self.store.path,
+            "flip_prob": self.flip_prob,
+            "normalize": self.normalize,
+            "seed": self.seed,
+            "epoch": self.epoch,
+        }
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["flip_prob"], state["normalize"], state["seed"])
+        self.epoch = state["epoch"]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's flips (with DataLoader workers, call it before iterating)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _read(self, positions):
+        samples = self.indices[positions]
+        flip = flip_mask(samples, self.flip_prob, self.seed, self.epoch) if self.flip_prob else None
+        latents, labels = self.store.read(samples, normalize=self.normalize, flip=flip)
+        return torch.from_numpy(latents), labels
+
+    def __getitem__(self, i):
+        latents, labels = self._read(np.array([i], dtype=np.int64))
+        return latents[0], int(labels[0])
+
+    def __getitems__(self, positions) -> SampleBatch:
+        latents, labels = self._read(np.asarray(positions, dtype=np.int64))
+        return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)))
+
+
+def _distributed_rank(rank, world_size) -> tuple[int, int]:
+    if (rank is None) != (world_size is None):
+        raise ValueError(f"pass both rank and world_size or neither, got rank={rank}, world_size={world_size}")
+    if rank is not None:
+        return int(rank), int(world_size)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@dataclass
+class _Buffer:
+    """One slot of the ring: host tensors the reader fills, reused batch after batch."""
+
+    latents: torch.Tensor | None  # (B, C, H, W) float, for host dequantization
+    codes: torch.Tensor | None  # (B, C, H, W) int8/uint8, for device dequantization
+    scales: torch.Tensor | None  # (B,) or (B, C) float16
+    labels: torch.Tensor  # (B,) int64
+    copied: object = None  # CUDA event: the last host-to-device copy out of this slot is done
+
+
+@dataclass
+class _Ready:
+    buffer: _Buffer
+    tensors: tuple  # what the consumer gets, before any device-side dequantization
+    copied: object = None
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class LatentLoader:
+    """Batches of ``(latents, labels)`` tensors for a training loop, read ahead on a thread.
+
+    ``store``: a :class:`LatentStore` or a path. Each epoch is a seeded
+    permutation of the valid samples (a function of (seed, epoch) alone,
+    ``store.epoch_indices``); under ``torch.distributed`` (or with explicit
+    ``rank`` and ``world_size``) each rank reads a disjoint, equal share.
+    Iterating runs the rest of the current epoch, then moves to the next one;
+    :meth:`set_epoch` picks an epoch, :meth:`state_dict` /
+    :meth:`load_state_dict` resume mid-epoch with exactly the remaining batches.
+
+    Latents are float32 (or ``dtype=torch.float16``) of shape (B, C, H, W),
+    labels int64 (B,). ``normalize`` as in :meth:`LatentStore.read`;
+    ``flip_prob`` reads the stored ``flip/`` latent of a sample with that
+    probability. ``dequantize_on="host"`` gathers and dequantizes in the
+    compiled reader; ``"device"`` (the default for a CUDA ``device``) ships
+    the int8 codes and float16 scales and dequantizes with
+    :func:`latentstore.torch_quant.dequantize` on ``device`` (same bytes).
+
+    On the CPU, batches are views of ``prefetch + 1`` reused buffers: a batch
+    stays intact until the next one is requested; ``.clone()`` it to keep it
+    longer. With CUDA the buffers are pinned and copied asynchronously.
+    """
+
+    def __init__(
+        self,
+        store,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        device=None,
+        pin_memory: bool = True,
+        prefetch: int = 2,
+        flip_prob: float = 0.0,
+        normalize=False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        dequantize_on: str | None = None,
+        num_threads: int | None = None,
+    ):
+        self.store = _open(store)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
+        if dtype not in _DTYPES:
+            raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.device = torch.device(device if device is not None else "cpu")
+        self.prefetch = prefetch
+        self.flip_prob = _check_flip(self.store, flip_prob)
+        self.normalize = normalize
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self.rank, self.world_size = _distributed_rank(rank, world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
+        self._normalization = self.store._normalization(normalize)
+        self._cuda = self.device.type == "cuda"
+        if dequantize_on is None:
+            dequantize_on = "device" if self._cuda else "host"
+        if dequantize_on not in ("host", "device"):
+            raise ValueError(f"dequantize_on must be 'host' or 'device', got {dequantize_on!r}")
+        self.dequantize_on = dequantize_on
+        self._lut = None
+        if dequantize_on == "device":
+            lut = self.store.metadata.quant.lookup_table()
+            self._lut = None if lut is None else torch.from_numpy(lut).to(self.device)
+        self._pin = bool(pin_memory) and self._cuda
+        self._share = int(self.store.valid.sum()) // self.world_size
+        self._epoch = 0
+        self._position = 0
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+
+    # -- epochs and resumption ---------------------------------------------
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(batch_slices(self._share, self.batch_size, self.drop_last))
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch at the next iteration."""
+        self._epoch = int(epoch)
+        self._position = 0
+
+    def state_dict(self) -> dict:
+        """Where the loader stands: the next iteration resumes from here exactly."""
+        return {
+            "epoch": self._epoch,
+            "batches_done": self._position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "flip_prob": self.flip_prob,
+            "num_samples": len(self.store),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`; the batch layout settings must match."""
+        fixed = ("shuffle", "batch_size", "drop_last", "rank", "world_size", "flip_prob", "num_samples")
+        mine = self.state_dict()
+        diffs = [f"{k}: saved {state.get(k)!r}, loader has {mine[k]!r}" for k in fixed if state.get(k) != mine[k]]
+        if diffs:
+            raise ValueError(
+                "cannot resume: the saved loader state was made with other settings ("
+                + "; ".join(diffs)
+                + "); build the loader with the saved settings"
+            )
+        self.seed = int(state["seed"])
+        self._epoch = int(state["epoch"])
+        self._position = int(state["batches_done"])
+
+    # -- producing batches (on the prefetch thread) --------------------------
+    def _new_buffer(self) -> _Buffer:
+        shape = (self.batch_size, *self.store.latent_shape)
+        empty = lambda shape, dtype: torch.empty(shape, dtype=dtype, pin_memory=self._pin)  # noqa: E731
+        latents = codes = scales = None
+        if self.dequantize_on == "host":
+            latents = empty(shape, self.dtype)
+        else:
+            code_dtype = torch.from_numpy(np.empty(0, self.store.metadata.code_dtype)).dtype
+            codes = empty(shape, code_dtype)
+            if self.store.metadata.quant.has_scales:
+                scales = empty((self.batch_size, *self.store.metadata.scale_shape), torch.float16)
+        return _Buffer(latents, codes, scales, empty((self.batch_size,), torch.int64))
+
+    def _fill(self, buffer: _Buffer, indices: np.ndarray, epoch: int) -> _Ready:
+        if buffer.copied is not None:
+            buffer.copied.synchronize()  # never overwrite memory a copy is still reading
+        n = len(indices)
+        flip = flip_mask(indices, self.flip_prob, self.seed, epoch) if self.flip_prob else None
+        labels = buffer.labels[:n]
+        if self.dequantize_on == "host":
+            latents = buffer.latents[:n]
+            _, label_values = self.store.read(
+                indices,
+                dtype=_DTYPES[self.dtype],
+                normalize=self._normalization or False,
+                out=latents.numpy(),
+                flip=flip,
+                num_threads=self.num_threads,
+            )
+            tensors = (latents,)
+        else:
+            q, s = self.store.codes(indices, flip=flip, num_threads=self.num_threads)
+            label_values = self.store.labels[indices]
+            codes = buffer.codes[:n]
+            codes.numpy()[...] = q
+            tensors = (codes,)
+            if s is not None:
+                scales = buffer.scales[:n]
+                scales.numpy()[...] = s
+                tensors = (codes, scales)
+        labels.numpy()[...] = label_values
+        tensors = (*tensors, labels)
+        if not self._cuda:
+            return _Ready(buffer, tensors)
+        with torch.cuda.stream(self._stream):
+            tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
+            copied = torch.cuda.Event()
+            copied.record(self._stream)
+        buffer.copied = copied
+        return _Ready(buffer, tensors, copied)
+
+    def _deliver(self, ready: _Ready):
+        tensors = ready.tensors
+        if ready.copied is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready.copied)
+            for t in tensors:
+                t.record_stream(current)
+        labels = tensors[-1]
+        if self.dequantize_on == "host":
+            return tensors[0], labels
+        q = tensors[0]
+        scales = tensors[1] if len(tensors) == 3 else None
+        q = q.to(self.device)
+        latents = torch_quant.dequantize(
+            q, None if scales is None else scales.to(self.device), self.dtype, self._normalization, lut=self._lut
+        )
+        return latents, labels.to(self.device)
+
+    def _plan(self) -> tuple[int, np.ndarray, list[slice]]:
+        order = self.store.epoch_indices(
+            shuffle=self.shuffle, seed=self.seed, epoch=self._epoch, rank=self.rank, world_size=self.world_size
+        )
+        return self._epoch, order, batch_slices(len(order), self.batch_size, self.drop_last)[self._position :]
+
+    # -- iterating ---------------------------------------------------------
+    def __iter__(self):
+        epoch, order, parts = self._plan()
+        if self.prefetch == 0:
+            buffer = self._new_buffer()
+            for part in parts:
+                ready = self._fill(buffer, order[part], epoch)
+                self._position += 1
+                yield self._deliver(ready)
+        else:
+            yield from self._iter_prefetched(epoch, order, parts)
+        self._epoch += 1
+        self._position = 0
+
+    def _iter_prefetched(self, epoch, order, parts):
+        free: queue.Queue = queue.Queue()
+        for _ in range(self.prefetch + 1):
+            free.put(self._new_buffer())
+        ready: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for part in parts:
+                    while True:
+                        if stop.is_set():
+                            return
+                        try:
+                            buffer = free.get(timeout=0.05)
+                            break
+                        except queue.Empty:
+                            continue
+                    ready.put(self._fill(buffer, order[part], epoch))
+                ready.put(_DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                ready.put(_Failure(exc))
+
+        thread = threading.Thread(target=produce, name="latentstore-prefetch", daemon=True)
+        thread.start()
+        held = None
+        try:
+            while True:
+                if held is not None:
+                    free.put(held)  # the consumer asked for the next batch: done with this one
+                    held = None
+                item = ready.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                if self._cuda:
+                    free.put(item.buffer)  # the copy event guards its reuse
+                else:
+                    held = item.buffer
+                self._position += 1
+                yield self._deliver(item)
+        finally:
+            stop.set()
+            thread.join()
