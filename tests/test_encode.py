@@ -26,7 +26,7 @@ from latentstore.sources import ImageFolderSource  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "images"
 PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
-encode_module = importlib.import_module("latentstore.encode")
+encode_module = importlib.import_module("latentstore.pipeline")
 RESOLUTION = 64
 OPTIONS = dict(resolution=RESOLUTION, chunk_samples=8, batch_size=4, device="cpu", progress=False)
 
@@ -252,10 +252,9 @@ def test_cli_rejects_a_resolution_the_model_cannot_encode(tmp_path, tiny_model, 
     assert "multiple of the model's spatial compression 32" in capsys.readouterr().err
 
 
-def test_latentstore_encode_stays_callable_after_importing_its_module(tmp_path, tiny_model):
-    assert latentstore.encode is encode_module  # Python rebinds the package attribute
+def test_latentstore_encode_is_the_pipeline(tmp_path, tiny_model):
     summary = latentstore.encode(PHOTOS, tmp_path / "c.zarr", model=tiny_model, workers=0, limit=2, **OPTIONS)
-    assert summary.samples == 2 and encode_module.encode is not encode_module
+    assert summary.samples == 2 and isinstance(summary, encode_module.EncodeSummary)
 
 
 def test_cli_help_explains_the_options(capsys):

@@ -440,3 +440,18 @@ def test_index_containers(store, data, indices):
 def test_huge_unsigned_index_is_out_of_range(store):
     with pytest.raises(IndexError, match="out of range"):
         store.read(np.array([2**63 + 5], np.uint64))
+
+
+def test_a_chunk_of_failures_is_still_written(tmp_path):
+    """All-zero chunks (every sample invalid, labels 0) must land, or the chunk never counts as done."""
+    writer = latentstore.create(tmp_path / "s.zarr", 8, SHAPE, chunk_samples=4, failures=True)
+    writer.write(0, np.zeros((4, *SHAPE), np.float32), labels=np.zeros(4, int), valid=[False] * 4,
+                 failures=["truncated file", "empty file", "not an image", "bad crc"])
+    writer.write(4, np.ones((4, *SHAPE), np.float32), labels=np.zeros(4, int))
+    assert writer.pending_chunks() == []
+    assert writer.failure_reasons() == {0: "truncated file", 1: "empty file", 2: "not an image", 3: "bad crc"}
+    writer.close()
+    store = latentstore.open(tmp_path / "s.zarr")
+    assert store.valid.tolist() == [False] * 4 + [True] * 4
+    with pytest.raises(ValueError, match="failures=True"):
+        latentstore.create(tmp_path / "t.zarr", 4, SHAPE).write(0, np.zeros((4, *SHAPE), np.float32), failures=[""] * 4)

@@ -38,8 +38,8 @@ def kernels_info() -> str:
 
 
 def encode(source, out, **options):
-    """Encode an image collection into a store; see ``latentstore.encode`` (the module)."""
-    from .encode import encode as _encode
+    """Encode an image collection into a store; see :func:`latentstore.pipeline.encode`."""
+    from .pipeline import encode as _encode
 
     return _encode(source, out, **options)
 

@@ -88,18 +88,27 @@ def decode(store, indices, *, model: str | None = None, device=None, dtype=None,
     :func:`load_decoder`; otherwise one is loaded from ``model`` (default:
     the store's recorded model), ``device`` and ``dtype``.
     """
-    import torch
-
     store = _open(store)
     latents, _ = store.read(np.atleast_1d(np.asarray(indices)), flip=flip)
     if backend is None:
         backend = load_decoder(store, model, device=device, dtype=dtype)
+    return decode_latents(backend, latents)
+
+
+def decode_latents(backend, latents: np.ndarray) -> np.ndarray:
+    """uint8 images (n, H, W, 3) of float latents (n, C, h, w), decoded in batches of DECODE_BATCH.
+
+    Decoders' outputs can depend on the batch size in the last bit, so
+    latents that are to be compared go through here alike.
+    """
+    import torch
+
     parts = []
     for start in range(0, len(latents), DECODE_BATCH):
-        pixels = backend.decode(torch.from_numpy(latents[start : start + DECODE_BATCH]))
+        pixels = backend.decode(torch.from_numpy(np.ascontiguousarray(latents[start : start + DECODE_BATCH])))
         parts.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
     if not parts:
-        side = store.metadata.latent_shape[1] * getattr(backend, "spatial_compression", 1)
+        side = latents.shape[2] * getattr(backend, "spatial_compression", 1)
         return np.empty((0, side, side, 3), np.uint8)
     return np.ascontiguousarray(np.concatenate(parts))
 

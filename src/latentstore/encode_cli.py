@@ -32,7 +32,7 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from .encode import DEFAULT_BATCH_SIZE
+    from .pipeline import DEFAULT_BATCH_SIZE
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -78,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .encode import encode
+    from .pipeline import encode
 
     options = vars(args).copy()
     source, out, as_json = options.pop("source"), options.pop("out"), options.pop("json")

@@ -29,6 +29,7 @@ VALID = "valid"
 FLIP_LATENTS = "flip/latents"
 FLIP_SCALES = "flip/scales"
 IDS = "ids"
+FAILURES = "failures"
 
 #: Target size of one chunk of latents; a writer owns whole chunks.
 CHUNK_TARGET_BYTES = 32 << 20
@@ -48,10 +49,17 @@ def _positive_int(value: Any, what: str) -> int:
     return value
 
 
-def default_chunk_samples(latent_shape: tuple[int, ...], itemsize: int = 1) -> int:
-    """The power of two giving chunks of about 32 MiB (16384 for (32, 8, 8) int8)."""
+def default_chunk_samples(latent_shape: tuple[int, ...], num_samples: int | None = None, itemsize: int = 1) -> int:
+    """The power of two giving chunks of about 32 MiB (16384 for (32, 8, 8) int8).
+
+    A store of fewer samples gets the smallest power of two that holds them
+    all, so that its one padded chunk is not mostly padding.
+    """
     sample_bytes = int(np.prod(latent_shape)) * itemsize
-    return 1 << max(0, int(math.floor(math.log2(CHUNK_TARGET_BYTES / sample_bytes))))
+    chunk = 1 << max(0, int(math.floor(math.log2(CHUNK_TARGET_BYTES / sample_bytes))))
+    if num_samples is not None and num_samples < chunk:
+        chunk = 1 << max(0, int(math.ceil(math.log2(max(num_samples, 1)))))
+    return chunk
 
 
 @dataclass(frozen=True)

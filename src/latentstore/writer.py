@@ -70,6 +70,7 @@ def create(
     source: dict | None = None,
     flip: bool = False,
     ids: bool = False,
+    failures: bool = False,
     checksum: bool = True,
     compressor: str | None = None,
     overwrite: bool = False,
@@ -84,7 +85,8 @@ def create(
     ``chunk_samples`` defaults to the power of two giving ~32 MiB chunks;
     ``granularity`` is ``"sample"`` (one float16 scale per sample) or
     ``"channel"``; ``quant`` overrides it (the ``affine`` scheme of imported
-    data). ``checksum`` appends crc32c to every chunk; ``compressor``
+    data). ``ids`` adds a string array naming each sample's source,
+    ``failures`` one holding why a sample is invalid ("" when it is fine). ``checksum`` appends crc32c to every chunk; ``compressor``
     (``"zstd"`` or ``"blosc"``) saves little on int8 codes and takes the
     store off the memory-mapped fast path.
     """
@@ -93,7 +95,7 @@ def create(
     latent_shape = tuple(int(d) for d in latent_shape)
     quant = quant or QuantSpec(granularity=granularity)
     if chunk_samples is None:
-        chunk_samples = fmt.default_chunk_samples(latent_shape)
+        chunk_samples = fmt.default_chunk_samples(latent_shape, int(num_samples))
     metadata = StoreMetadata(
         num_samples=int(num_samples),
         latent_shape=latent_shape,
@@ -137,9 +139,9 @@ def create(
             config={"write_empty_chunks": True},
             overwrite=overwrite,
         )
-    if ids:
+    for name in [fmt.IDS] * ids + [fmt.FAILURES] * failures:
         group.create_array(
-            fmt.IDS,
+            name,
             shape=(metadata.num_samples,),
             chunks=(metadata.chunk_samples,),
             dtype=str,
@@ -156,9 +158,11 @@ class StoreWriter:
     def __init__(self, group, metadata: StoreMetadata):
         self._group = group
         self._metadata = metadata
-        self._arrays = {name: group[name] for name in metadata.arrays()}
-        if metadata.ids:
-            self._arrays[fmt.IDS] = group[fmt.IDS]
+        names = list(metadata.arrays()) + [fmt.IDS] * metadata.ids + [fmt.FAILURES] * (fmt.FAILURES in group)
+        # zarr keeps write_empty_chunks out of the array metadata, so every
+        # handle must ask for it: a chunk file is the "chunk written" marker,
+        # all-zero chunks (a chunk of failures: valid all 0) included.
+        self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
 
     @classmethod
     def _open_existing(cls, path) -> "StoreWriter | None":
@@ -278,6 +282,7 @@ class StoreWriter:
         flip_latents=None,
         flip_codes=None,
         ids=None,
+        failures=None,
     ) -> None:
         """Write samples [start, start + n) — whole chunks.
 
@@ -286,7 +291,9 @@ class StoreWriter:
         defaults to -1; ``valid`` (bool per sample) defaults to all valid:
         invalid samples are stored as zeros and skipped by readers. Stores
         made with ``flip=True`` need ``flip_latents`` or ``flip_codes``; with
-        ``ids=True``, ``ids`` (one string per sample).
+        ``ids=True``, ``ids`` (one string per sample). With ``failures=True``,
+        ``failures`` gives the reason of each invalid sample ("" for valid ones;
+        all "" when omitted).
         """
         m = self._metadata
         first = latents if latents is not None else (codes[0] if isinstance(codes, tuple) else codes)
@@ -310,6 +317,8 @@ class StoreWriter:
             raise ValueError("this store was created without flip=True; it has no flip/ arrays")
         if m.ids != (ids is not None):
             raise ValueError("pass ids exactly when the store was created with ids=True")
+        if failures is not None and fmt.FAILURES not in self._arrays:
+            raise ValueError("this store was created without failures=True; it has no failures array")
 
         region = slice(start, stop)
         for name, (q, scales) in blocks.items():
@@ -317,12 +326,23 @@ class StoreWriter:
             if scales is not None:
                 self._arrays[name.replace("latents", "scales")][region] = scales
         self._arrays[fmt.LABELS][region] = labels.astype(np.int32)
-        if ids is not None:
-            ids = np.asarray(ids, dtype=object)
-            if ids.shape != (n,):
-                raise ValueError(f"ids must hold {n} strings, got shape {ids.shape}")
-            self._arrays[fmt.IDS][region] = ids.astype(str)
+        strings = {fmt.IDS: ids}
+        if fmt.FAILURES in self._arrays:
+            strings[fmt.FAILURES] = np.full(n, "", dtype=object) if failures is None else failures
+        for name, values in strings.items():
+            if values is not None:
+                values = np.asarray(values, dtype=object)
+                if values.shape != (n,):
+                    raise ValueError(f"{name} must hold {n} strings, got shape {values.shape}")
+                self._arrays[name][region] = values.astype(str)
         self._arrays[fmt.VALID][region] = valid.astype(np.uint8)
+
+    def failure_reasons(self) -> dict[int, str]:
+        """sample index -> reason, for every sample the ``failures`` array flags."""
+        if fmt.FAILURES not in self._arrays:
+            return {}
+        reasons = self._arrays[fmt.FAILURES][:]
+        return {int(i): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
 
     def update_metadata(self, **extra) -> None:
         """Merge extra JSON entries (e.g. a failures report) into the metadata."""

@@ -32,7 +32,6 @@ import os
 import signal
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +45,6 @@ __all__ = ["DEFAULT_BATCH_SIZE", "EncodeSummary", "Failure", "encode"]
 DEFAULT_BATCH_SIZE = 64
 
 #: The per-sample array of failure reasons ("" where the sample is fine).
-FAILURES = "failures"
 
 #: Test hook: SIGKILL this process right after it has written this many chunks.
 KILL_AFTER_CHUNKS_ENV = "LATENTSTORE_TEST_KILL_AFTER_CHUNKS"
@@ -312,55 +310,20 @@ class _Chunk:
             self.reasons[index - self.start] = reason
         self.filled += len(batch.ok)
 
-    def write(self, writer, extra: "_ExtraArrays", source) -> None:
-        # The failure reasons land before the writer's valid chunk, so a
-        # finished chunk always has its reasons.
-        extra.failures[self.start : self.stop] = self.reasons.astype(str)
-        codes = self.codes[0]
+    def write(self, writer, source) -> None:
         writer.write(
             self.start,
-            codes=codes,
+            codes=self.codes[0],
             labels=np.asarray(source.labels[self.start : self.stop]),
             valid=self.valid,
             flip_codes=self.codes[1] if len(self.codes) > 1 else None,
             ids=source.ids[self.start : self.stop],
+            failures=self.reasons,
         )
-        if not self.valid.any():
-            extra.valid[self.start : self.stop] = self.valid.astype(np.uint8)
 
 
-class _ExtraArrays:
-    """The arrays encode writes besides the writer's: the per-sample
-    ``failures`` reasons, and the ``valid`` array of chunks where nothing is
-    valid.
-
-    zarr-python does not store ``write_empty_chunks`` in the array metadata,
-    so the writer's arrays (reopened from the group) skip chunks that are all
-    zeros; for ``valid`` that loses the "chunk finished" marker of a chunk of
-    failures, which this handle writes.
-    """
-
-    def __init__(self, path: str, metadata: fmt.StoreMetadata, create: bool):
-        import zarr
-
-        group = zarr.open_group(path.removeprefix("file://"), mode="r+", zarr_format=3)
-        if FAILURES not in group:
-            if not create:
-                raise errors.FormatError(f"{path} has no {FAILURES!r} array; rank 0 should have created it")
-            group.create_array(
-                FAILURES,
-                shape=(metadata.num_samples,),
-                chunks=(metadata.chunk_samples,),
-                dtype=str,
-                config={"write_empty_chunks": True},
-            )
-        self.failures = group[FAILURES].with_config({"write_empty_chunks": True})
-        self.valid = group[fmt.VALID].with_config({"write_empty_chunks": True})
-
-
-def _read_failures(extra: _ExtraArrays, source) -> list[Failure]:
-    reasons = extra.failures[:]
-    return [Failure(int(i), source.ids[int(i)], str(reasons[i])) for i in np.flatnonzero(reasons != "")]
+def _read_failures(writer, source) -> list[Failure]:
+    return [Failure(index, source.ids[index], reason) for index, reason in sorted(writer.failure_reasons().items())]
 
 
 class _Progress:
@@ -392,7 +355,7 @@ class _Progress:
             self.bar.close()
 
 
-def _encode_chunks(writer, extra, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed, progress) -> None:
+def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed, progress) -> None:
     import torch
     from torch.utils.data import DataLoader
 
@@ -422,7 +385,7 @@ def _encode_chunks(writer, extra, source, preprocessing, backend, chunks, *, bat
             current.add_failures(batch)
             progress.update(len(batch.ok))
             if current.full:
-                current.write(writer, extra, source)
+                current.write(writer, source)
                 current = None
                 written += 1
                 if written == kill_after:
@@ -548,6 +511,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
         source=source.describe(),
         flip=flip,
         ids=True,
+        failures=True,
     )
     latent_shape = backend.latent_shape(resolution)
     out = os.fspath(out)
@@ -557,7 +521,6 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     if world.rank == 0:
         try:
             writer = writer_module.create(out, len(source), latent_shape, overwrite=overwrite, **settings)
-            extra = _ExtraArrays(out, writer.metadata, create=True)
             status = ("ok", writer.pending_chunks())
         except Exception as e:  # the other ranks must not wait for a store that never comes
             world.from_rank0(("error", _error_on_rank0(e)))
@@ -568,7 +531,6 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     pending = status[1]
     if world.rank != 0:
         writer = writer_module.create(out, len(source), latent_shape, **settings)
-        extra = _ExtraArrays(out, writer.metadata, create=False)
 
     m = writer.metadata
     mine = pending[world.rank :: world.size]
@@ -577,7 +539,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     bar = _Progress(total, progress and world.rank == 0, f"{where}encoding")
     try:
         _encode_chunks(
-            writer, extra, source, preprocessing, backend, mine,
+            writer, source, preprocessing, backend, mine,
             batch_size=batch_size,
             workers=_default_workers(world) if workers is None else workers,
             granularity=m.quant.granularity,
@@ -599,7 +561,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     world.barrier()
     summary = None
     if world.rank == 0:
-        failures = _read_failures(extra, source)
+        failures = _read_failures(writer, source)
         writer.update_metadata(failures=[dataclasses.asdict(f) for f in failures])
         writer.finalize()
         summary = EncodeSummary(
@@ -616,15 +578,3 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
             failures=failures,
         )
     return world.from_rank0(summary)
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this module rebinds the package attribute ``latentstore.encode``
-    from the function to the module (Python sets submodules on their
-    package); calling the module keeps ``latentstore.encode(...)`` working."""
-
-    def __call__(self, source, out, **options) -> EncodeSummary:
-        return encode(source, out, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
