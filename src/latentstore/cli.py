@@ -14,6 +14,7 @@ from .errors import LatentStoreError
 
 #: command -> (module, one-line help). Modules are imported on use.
 COMMANDS = {
+    "demo": ("latentstore.demo", "encode the shipped sample photos, read back, decode, write a comparison grid"),
     "info": ("latentstore.info", "summarise a store: samples, shape, quantization, size, encoder"),
     "encode": ("latentstore.encode_cli", "encode images into a store with DC-AE (resumable; torchrun for many GPUs)"),
     "verify": ("latentstore.verify", "check a store for damage: every chunk's size and checksum, scales, flags, labels"),
