@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,3 +344,21 @@ def test_readers_share_one_copy_and_never_import_torch(tmp_path):
     assert store_bytes * 0.9 < mapped, f"the readers mapped only {mib(mapped)}: did they read at all?"
     assert mapped <= 1.25 * store_bytes, f"4 readers map {mib(mapped)} of a {mib(store_bytes)} store"
     assert total <= 1.25 * store_bytes + 4 * (8 << 20), f"4 readers grew by {mib(total)} for a {mib(store_bytes)} store"
+
+
+# -- the loader benchmark at smoke size ---------------------------------------
+def test_loader_benchmark_smoke(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import loader as benchmark
+
+    text = benchmark.main([
+        "--samples", "2000", "--pickle-samples", "500", "--batch-size", "32", "--threads", "1",
+        "--seconds", "0.02", "--pss-processes", "1", "--dir", str(tmp_path), "--results", str(tmp_path / "results"),
+    ])
+    assert (tmp_path / "results" / "loader.md").read_text() == text
+    assert "SYNTHETIC" in text and "scaled linearly by 4.00" in text
+    rows = [line for line in text.splitlines() if line.startswith("| (")]
+    assert [row[3] for row in rows] == list("abcdef") + list("aef") + list("aaa")  # methods, memory, targets
+    for row in rows[:6]:
+        assert float(row.split("|")[2].replace(",", "")) > 0  # samples/s were measured
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # scratch data removed

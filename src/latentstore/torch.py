@@ -403,10 +403,16 @@ class LatentLoader:
         self._position = 0
 
     def _iter_prefetched(self, epoch, order, parts):
+        if not parts:
+            return
         free: queue.Queue = queue.Queue()
-        for _ in range(self.prefetch + 1):
+        for _ in range(self.prefetch):
             free.put(self._new_buffer())
         ready: queue.Queue = queue.Queue()
+        # The first batch is read here, not behind a thread start: that is
+        # most of the time to first batch.
+        ready.put(self._fill(self._new_buffer(), order[parts[0]], epoch))
+        parts = parts[1:]
         stop = threading.Event()
 
         def produce():
