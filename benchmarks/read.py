@@ -60,7 +60,7 @@ def build(directory: Path, samples: int, chunk_samples: int | None, seed: int = 
         print("torch is not installed: method (f) is skipped", file=sys.stderr)
     else:
         torch_path = directory / "codes.pt"
-        codes = torch.from_numpy(np.load(directory / "codes.npy", mmap_mode="r")[:])
+        codes = torch.from_numpy(np.load(directory / "codes.npy", mmap_mode="c"))  # copy-on-write: writable, nothing copied
         torch.save({"latents": codes, "scales": torch.from_numpy(all_scales)}, torch_path)
         del codes
     return store_path, directory / "codes.npy", all_scales, torch_path
