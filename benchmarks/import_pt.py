@@ -8,8 +8,8 @@ in Imagenet.3GB. The latents are SYNTHETIC (``benchmarks/synthetic.py``:
 heavy-tailed, std about 2.4, not from any autoencoder), quantized with the
 dataset's global affine map: clamp to [-6.5, 6.5], round((z + 6.5) / 13 * 255).
 
-Then, each in a fresh subprocess whose peak RSS (``ru_maxrss`` from
-``wait4``) is read when it exits:
+Then, each in a fresh subprocess that reports its own peak RSS (``VmHWM``)
+as it exits:
 
 - the reference: ``torch.load(weights_only=True)`` of the file and nothing
   else, the least any reader of this format pays (with and without mmap);
@@ -64,20 +64,34 @@ def make_file(path: Path, samples: int) -> None:
     torch.save(records, path)
 
 
-def measure(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one subprocess."""
+#: Runs a body of code, then writes the process's VmHWM (peak RSS, KiB) to
+#: the file named by its first argument. Not ru_maxrss: Linux carries the
+#: spawning parent's high-water mark over into the child's ru_maxrss.
+CHILD = """
+import sys
+report = sys.argv.pop(1)
+try:
+    {body}
+finally:
+    status = open("/proc/self/status").read()
+    open(report, "w").write(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")))
+"""
+LOAD_BODY = "import torch; torch.load(sys.argv[1], weights_only=True, mmap={mmap})"
+IMPORT_BODY = "from latentstore.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def measure(body: str, args: list[str], workdir: Path) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of ``body`` run in a fresh Python process with ``args``."""
+    report = workdir / "vmhwm.txt"
+    argv = [sys.executable, "-c", CHILD.format(body=body), str(report), *args]
+    quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]  # the import's own summary
     started = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, os.environ)
-    _, status, usage = os.wait4(pid, 0)
+    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=quiet)
+    _, status = os.waitpid(pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed with status {os.waitstatus_to_exitcode(status)}")
-    return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
-
-
-def load_only(path: Path, mmap: bool) -> list[str]:
-    code = f"import sys, torch; torch.load(sys.argv[1], weights_only=True, mmap={mmap})"
-    return [sys.executable, "-c", code, str(path)]
+        raise RuntimeError(f"{body} {' '.join(args)} failed with status {os.waitstatus_to_exitcode(status)}")
+    return seconds, int(report.read_text()) * 1024
 
 
 def check_store(store_path: Path, samples: int) -> None:
@@ -102,16 +116,16 @@ def run(samples: int, workdir: Path, keep: bool, results_dir=None) -> str:
     make_seconds = time.perf_counter() - started
     file_bytes = pt_path.stat().st_size
 
-    cli = [sys.executable, "-m", "latentstore", "import-pt", str(pt_path), str(store_path), "--overwrite", "--no-progress"]
+    cli = ["import-pt", str(pt_path), str(store_path), "--overwrite", "--no-progress"]
     runs = [
-        ("torch.load(weights_only=True), reference", load_only(pt_path, False)),
-        ("torch.load(weights_only=True, mmap=True)", load_only(pt_path, True)),
-        ("latentstore import-pt (mmap, default)", cli),
-        ("latentstore import-pt --no-mmap", cli + ["--no-mmap"]),
+        ("torch.load(weights_only=True), reference", LOAD_BODY.format(mmap=False), [str(pt_path)]),
+        ("torch.load(weights_only=True, mmap=True)", LOAD_BODY.format(mmap=True), [str(pt_path)]),
+        ("latentstore import-pt (mmap, default)", IMPORT_BODY, cli),
+        ("latentstore import-pt --no-mmap", IMPORT_BODY, cli + ["--no-mmap"]),
     ]
     rows, reference_seconds = [], None
-    for name, argv in runs:
-        seconds, peak = measure(argv)
+    for name, body, args in runs:
+        seconds, peak = measure(body, args, workdir)
         reference_seconds = reference_seconds or seconds
         if "import-pt" in name:
             check_store(store_path, samples)
@@ -141,7 +155,7 @@ def run(samples: int, workdir: Path, keep: bool, results_dir=None) -> str:
             "{'id', 'latent' uint8 (32, 8, 8), 'label'} dicts, one storage per latent.",
             "",
             f"File: {file_bytes / 1e9:.3f} GB ({file_bytes / samples:,.0f} bytes per sample; made in {make_seconds:.0f} s). "
-            f"Store written: {store_bytes / 1e9:.3f} GB. Each row is a fresh subprocess; peak RSS is its ru_maxrss "
+            f"Store written: {store_bytes / 1e9:.3f} GB. Each row is a fresh subprocess; peak RSS is its VmHWM "
             f"(file-backed mapped pages included). Target: import peak RSS < {TARGET_RATIO:g} x file size.",
             "",
             _report.markdown_table(["run", "seconds", "time vs torch.load", "peak RSS (GB)", "peak RSS / file size", "below target"], rows),
