@@ -272,3 +272,16 @@ def test_quantize_into_preallocated_buffers(granularity, latents_factory):
         latentstore.quantize(x, granularity, out=(q, np.empty(6, np.float32)))
     with pytest.raises(ValueError, match="C-contiguous"):
         latentstore.quantize(x[:3], granularity, out=(np.empty((6, 3, 2, 2), np.int8)[::2], s[:3]))
+
+
+@pytest.mark.parametrize("granularity", ["sample", "channel"])
+def test_two_dimensional_latents(granularity, latents_factory):
+    x = latents_factory(5, (7,))
+    q, s = latentstore.quantize(x, granularity)
+    expected = q.astype(np.float32) * (s[:, None] if granularity == "sample" else s).astype(np.float32)
+    np.testing.assert_array_equal(latentstore.dequantize(q, s), expected)
+    norm = Normalization(2.0, np.arange(7), np.full(7, 3.0))
+    np.testing.assert_array_equal(
+        latentstore.dequantize(q, s, normalization=norm),
+        (expected * np.float32(2.0) - norm.mean) / norm.std,
+    )

@@ -171,7 +171,12 @@ def gather_dequantize(
     n = out.shape[0]
     if n == 0:
         return
-    out3 = out.reshape(n, out.shape[1] if out.ndim > 2 else 1, -1)
+    # The kernel walks (channel, pixel); a 2-D latent is D channels of one
+    # pixel when each channel has its own scale or normalisation, else one
+    # channel of D pixels (the fast, vectorised layout).
+    per_channel = scale_bits is not None and scale_bits.shape[1] > 1
+    channels = out.shape[1] if out.ndim > 2 or per_channel or normalization is not None else 1
+    out3 = out.reshape(n, channels, -1)
     if out.dtype == np.float16:
         out3 = out3.view(np.uint16)
     kwargs = {}
