@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def machine_line() -> str:
         f"{datetime.date.today().isoformat()}, {platform.machine()}, {cores} cores, "
         f"Python {platform.python_version()}, {platform.system()}"
     )
+
+
+def publish(name: str, text: str, results_dir: Path | None = None) -> str:
+    """Print ``text``, save it as ``results/<name>.md`` (saying where on stderr) and return it."""
+    print(text)
+    print(f"saved {save(name, text, results_dir)}", file=sys.stderr)
+    return text
 
 
 def save(name: str, text: str, results_dir: Path | None = None) -> Path:

@@ -368,10 +368,7 @@ def main(argv=None) -> str:
         single, pss = measure(paths, args)
     store_bytes = args.samples * int(np.prod(LATENT_SHAPE))
     text = report(args.samples, pickle_samples, store_bytes, single, pss, args)
-    print(text)
-    path = _report.save(args.name, text, args.results)
-    print(f"saved {path}", file=sys.stderr)
-    return text
+    return _report.publish(args.name, text, args.results)
 
 
 if __name__ == "__main__":

@@ -174,10 +174,7 @@ def main(argv=None) -> str:
     parser.add_argument("--name", default="quant")
     args = parser.parse_args(argv)
     nbytes, rows = run(args.samples, args.threads, args.calls)
-    text = report(nbytes, args.samples, rows)
-    print(text)
-    print(f"saved {_report.save(args.name, text, args.results)}", file=sys.stderr)
-    return text
+    return _report.publish(args.name, report(nbytes, args.samples, rows), args.results)
 
 
 if __name__ == "__main__":

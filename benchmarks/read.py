@@ -222,10 +222,7 @@ def main(argv=None) -> str:
             args.samples, args.batch_size, args.threads, Path(tmp), args.chunk_samples, 0.05 if args.quick else 1.0
         )
         text = report(args.samples, args.batch_size, store, rows)
-    print(text)
-    path = _report.save(args.name, text, args.results)
-    print(f"saved {path}", file=sys.stderr)
-    return text
+    return _report.publish(args.name, text, args.results)
 
 
 if __name__ == "__main__":

@@ -258,6 +258,13 @@ def _local_config(directory: str) -> dict:
         raise ModelLoadError(f"cannot read {path!r}: {e}; re-download the model") from e
 
 
+def _not_a_model_id(model: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{model!r} is neither a local directory nor a valid Hugging Face hub id; "
+        "pass a hub id like 'org/name' or an existing local directory"
+    )
+
+
 def _hub_config(model: str, revision: str | None) -> tuple[dict, str | None, bool]:
     """(config, resolved commit or None, whether to stay offline) for a hub id.
 
@@ -277,10 +284,7 @@ def _hub_config(model: str, revision: str | None) -> tuple[dict, str | None, boo
         try:
             commit = hub.model_info(model, revision=revision, timeout=10).sha
         except errors.HFValidationError as e:
-            raise ModelLoadError(
-                f"{model!r} is neither a local directory nor a valid Hugging Face hub id; "
-                "pass a hub id like 'org/name' or an existing local directory"
-            ) from e
+            raise _not_a_model_id(model) from e
         except errors.RepositoryNotFoundError as e:
             raise ModelLoadError(
                 f"model {model!r} is not on the Hugging Face hub (or is private: run "
@@ -298,10 +302,7 @@ def _hub_config(model: str, revision: str | None) -> tuple[dict, str | None, boo
             model, "config.json", revision=commit or revision, local_files_only=offline
         )
     except errors.HFValidationError as e:
-        raise ModelLoadError(
-            f"{model!r} is neither a local directory nor a valid Hugging Face hub id; "
-            "pass a hub id like 'org/name' or an existing local directory"
-        ) from e
+        raise _not_a_model_id(model) from e
     except errors.LocalEntryNotFoundError as e:
         raise ModelLoadError(
             f"could not load {model!r} from the Hugging Face hub (offline?) and it is not "
