@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import format as fmt
+from .progress import Progress
 from .stats import ChannelMoments
 from .store import LatentStore
 
@@ -131,14 +132,9 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
     saturated = 0
     step = min(m.chunk_samples, BLOCK_SAMPLES)
     starts = range(0, m.num_samples, step)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, unit="block", desc="reading", leave=False)
-        except ImportError:
-            pass
+    bar = Progress(len(starts), "reading", unit="block", enabled=progress, leave=False)
     for start in starts:
+        bar.update()
         stop = min(start + step, m.num_samples)
         valid = store.valid[start:stop]
         if not valid.any():
@@ -146,6 +142,7 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
         q, scales = store.codes(np.flatnonzero(valid) + start)
         moments.add_codes(q, scales, lut)
         saturated += int(np.count_nonzero(q == low)) + int(np.count_nonzero(q == high))
+    bar.close()
 
     valid_rows = np.flatnonzero(store.valid)
     scale_values = percentiles = per_channel = None

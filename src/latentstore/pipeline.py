@@ -38,6 +38,7 @@ import numpy as np
 
 from . import errors
 from . import format as fmt
+from .progress import Progress
 from .errors import LatentStoreError
 
 __all__ = ["DEFAULT_BATCH_SIZE", "EncodeSummary", "Failure", "encode"]
@@ -326,35 +327,6 @@ def _read_failures(writer, source) -> list[Failure]:
     return [Failure(index, source.ids[index], reason) for index, reason in sorted(writer.failure_reasons().items())]
 
 
-class _Progress:
-    """tqdm when it is installed, else a line every 30 s."""
-
-    def __init__(self, total: int, enabled: bool, description: str):
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.started = self.shown = time.perf_counter()
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, desc=description, unit="img", smoothing=0.05, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self.shown > 30:
-            self.shown = time.perf_counter()
-            rate = self.done / (self.shown - self.started)
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            print(f"encoded {self.done:,} of {self.total:,} images, {rate:,.1f} images/s, ETA {eta / 60:.1f} min", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed, progress) -> None:
     import torch
     from torch.utils.data import DataLoader
@@ -536,7 +508,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     mine = pending[world.rank :: world.size]
     total = sum(m.chunk_range(c)[1] - m.chunk_range(c)[0] for c in mine)
     where = f"rank {world.rank}/{world.size} " if world.size > 1 else ""
-    bar = _Progress(total, progress and world.rank == 0, f"{where}encoding")
+    bar = Progress(total, f"{where}encoding", unit="img", enabled=progress and world.rank == 0, log_every=30)
     try:
         _encode_chunks(
             writer, source, preprocessing, backend, mine,

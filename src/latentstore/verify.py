@@ -29,6 +29,7 @@ import numpy as np
 from . import format as fmt
 from .errors import FormatError, StoreNotFoundError
 from .format import ArrayLayout, StoreMetadata
+from .progress import Progress
 
 COMMAND_HELP = (
     "Check a store for damage: metadata, array layouts, every chunk file's presence, size and "
@@ -478,26 +479,9 @@ class _Verifier:
             self.report.chunks_checked += 1
             self.read_through_zarr(fmt.IDS, start, stop, where)
 
-    def progress_bar(self, layouts: dict):
+    def progress_bar(self, layouts: dict) -> Progress:
         total = len(layouts) * self.metadata.num_chunks
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
-        if not self.progress or tqdm is None:
-            return _NoBar()
-        return tqdm(total=total, unit="chunk", desc="verifying", leave=False)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
+        return Progress(total, "verifying", unit="chunk", enabled=self.progress, leave=False)
 
 
 def verify(path, *, progress: bool = False) -> VerifyReport:

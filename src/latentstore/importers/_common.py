@@ -9,13 +9,13 @@ int8 (``requantize``) while measuring the error that adds.
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..format import QuantSpec
+from ..progress import Progress
 from ..quantization import dequantize, quantize
 
 #: Codes of the imported formats are uint8: the range [low, high] maps to 0..255.
@@ -91,27 +91,6 @@ class ErrorMeter:
         return {"values": self.values, "mse": mse, "max_abs": self.max_abs, "snr_db": snr}
 
 
-class Progress:
-    """A tqdm bar when tqdm is installed and ``enabled``, else nothing."""
-
-    def __init__(self, total: int, description: str, enabled: bool):
-        self.bar = None
-        if enabled and total:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, desc=description, unit="sample", unit_scale=True, file=sys.stderr)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def fill_store(writer, read_chunk, *, source_quant: QuantSpec, progress: bool = False, description: str = "import") -> dict | None:
     """Write every pending chunk of ``writer`` from ``read_chunk(start, stop) -> (codes, labels, ids)``.
 
@@ -126,7 +105,7 @@ def fill_store(writer, read_chunk, *, source_quant: QuantSpec, progress: bool = 
     lut = source_quant.lookup_table()
     meter = ErrorMeter() if requantize else None
     pending = writer.pending_chunks()
-    bar = Progress(sum(stop - start for start, stop in map(m.chunk_range, pending)), description, progress)
+    bar = Progress(sum(stop - start for start, stop in map(m.chunk_range, pending)), description, unit="sample", enabled=progress)
     try:
         for chunk in pending:
             start, stop = m.chunk_range(chunk)

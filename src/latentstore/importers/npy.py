@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..errors import StoreExistsError
-from ._common import Progress
+from ..progress import Progress
 
 METADATA_NAME = "metadata.json"
 
@@ -72,7 +72,7 @@ def export_npy(store, directory, *, overwrite: bool = False, progress: bool = Fa
         name: np.lib.format.open_memmap(directory / _file_name(name), mode="w+", dtype=dtype, shape=shape)
         for name, (shape, dtype) in arrays.items()
     }
-    bar = Progress(m.num_samples, "export-npy", progress)
+    bar = Progress(m.num_samples, "export-npy", unit="sample", enabled=progress)
     try:
         for chunk in range(m.num_chunks):
             start, stop = m.chunk_range(chunk)
