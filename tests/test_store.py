@@ -377,6 +377,10 @@ def test_ids_are_stored(tmp_path, data):
     writer.write(0, x[:CHUNK], ids=names)
     writer.close()
     assert list(zarr.open_group(tmp_path / "s.zarr", mode="r")["ids"][:5]) == names[:5]
+    store = latentstore.open(tmp_path / "s.zarr")
+    assert store.ids([3, -1, 3]) == [names[3], names[-1], names[3]] and store.ids(7) == names[7]
+    with pytest.raises(IndexError):
+        store.ids([CHUNK])
 
 
 def test_affine_scheme_uses_the_lookup_table(tmp_path):

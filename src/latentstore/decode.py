@@ -18,7 +18,6 @@ import sys
 
 import numpy as np
 
-from . import format as fmt
 from .errors import ModelLoadError
 from .store import LatentStore
 
@@ -131,7 +130,7 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str 
         return None, "the store does not record how its images were preprocessed"
     preprocessing = Preprocessing.from_dict(encoder["preprocessing"])
     rows = np.atleast_1d(np.asarray(indices, dtype=np.int64)) % max(m.num_samples, 1)
-    ids = _read_ids(store, rows)
+    ids = store.ids(rows)
     try:
         raws = _source_images(source, rows, ids)
         crops = np.stack([preprocessing(raw) for raw in raws])
@@ -144,13 +143,6 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str 
 
 class _Unreachable(Exception):
     pass
-
-
-def _read_ids(store: LatentStore, rows: np.ndarray) -> list[str]:
-    import zarr
-
-    group = zarr.open_group(store.path, mode="r", zarr_format=3)
-    return [str(i) for i in group[fmt.IDS].get_orthogonal_selection((rows,))]
 
 
 def _source_images(source: dict, rows: np.ndarray, ids: list[str]) -> list:

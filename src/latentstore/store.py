@@ -250,7 +250,12 @@ class LatentStore:
         mask = np.broadcast_to(np.asarray(flip, dtype=bool), rows.shape)
         return rows + mask * self._padded_rows
 
-    def _normalization(self, normalize) -> Normalization | None:
+    def normalization(self, normalize) -> Normalization | None:
+        """The :class:`Normalization` a ``normalize=`` argument of :meth:`read` stands for.
+
+        False gives None; True or "stats" the store's per-channel (x - mean) / std;
+        "scaling_factor" the encoder's x * scaling_factor; a Normalization itself.
+        """
         if isinstance(normalize, Normalization):
             return normalize
         if normalize not in NORMALIZE_MODES:
@@ -293,7 +298,7 @@ class LatentStore:
         ``out``: a preallocated C-contiguous array to fill.
         """
         rows, scalar = self._rows_for(indices, allow_invalid)
-        normalization = self._normalization(normalize)
+        normalization = self.normalization(normalize)
         out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out if not scalar else None)
         source = self._rows
         if source is None:
@@ -345,6 +350,22 @@ class LatentStore:
         if scalar:
             return q[0], None if scales is None else scales[0]
         return q, scales
+
+    def ids(self, indices) -> list[str]:
+        """The source path or id of each given sample (stores written with ids, e.g. by encode).
+
+        Off the hot path: read through zarr-python (the strings are variable-length).
+        """
+        import zarr
+
+        if not self.metadata.ids:
+            raise ValueError(f"{self._path} records no sample ids (it was written without ids=True)")
+        rows, scalar = self._rows_for(indices, allow_invalid=True)
+        array = zarr.open_group(self._path, mode="r", zarr_format=3)[fmt.IDS]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        values = array.get_orthogonal_selection((unique,)) if len(unique) else []
+        names = [str(values[i]) for i in inverse.reshape(-1)]
+        return names[0] if scalar else names
 
     def decode(self, indices, *, model=None, device=None, flip=False):
         """Decode samples back to uint8 images (n, H, W, 3) with the store's recorded model.

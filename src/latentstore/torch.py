@@ -113,7 +113,7 @@ class LatentDataset(torch.utils.data.Dataset):
         self.normalize = normalize
         self.seed = int(seed)
         self.epoch = 0
-        self.store._normalization(normalize)  # fail now, not in a worker
+        self.store.normalization(normalize)  # fail now, not in a worker
         self.indices = np.flatnonzero(self.store.valid)
 
     def __getstate__(self):
@@ -251,7 +251,7 @@ class LatentLoader:
         self.rank, self.world_size = _distributed_rank(rank, world_size)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
-        self._normalization = self.store._normalization(normalize)
+        self._normalization = self.store.normalization(normalize)
         self._cuda = self.device.type == "cuda"
         if dequantize_on is None:
             dequantize_on = "device" if self._cuda else "host"
