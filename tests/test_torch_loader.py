@@ -357,7 +357,7 @@ def test_loader_benchmark_smoke(tmp_path):
     assert (tmp_path / "results" / "loader.md").read_text() == text
     assert "SYNTHETIC" in text and "scaled linearly by 4.00" in text
     rows = [line for line in text.splitlines() if line.startswith("| (")]
-    assert [row[3] for row in rows] == list("abcdef") + list("aef") + list("aaa")  # methods, memory, targets
-    for row in rows[:6]:
+    assert [row[3] for row in rows] == list("abcdefg") + list("aef") + list("aaaa")  # methods, memory, targets
+    for row in rows[:7]:
         assert float(row.split("|")[2].replace(",", "")) > 0  # samples/s were measured
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # scratch data removed
