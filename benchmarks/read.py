@@ -82,15 +82,18 @@ def run(samples: int, batch_size: int, thread_counts: list[int], directory: Path
     store = latentstore.open(store_path)
     flat = np.load(flat_path, mmap_mode="r")
     scales32 = scales.astype(np.float32)
+    calls = max(20, int(400 * seconds_scale))
+    # Fresh random rows for every batch of a timed run (a method makes
+    # 4 * calls + 1 calls): cycling through a few batches would keep their
+    # pages in the CPU caches and flatter every method.
     rng = np.random.default_rng(1)
-    batches = [rng.integers(0, samples, batch_size) for _ in range(64)]
-    sorted_batches = [np.sort(b) for b in batches]
+    batches = rng.integers(0, samples, (4 * calls + 8, batch_size))
+    sorted_batches = np.sort(batches[:64], axis=1)
     counter = iter(range(1 << 62))
 
     def next_batch():
         return batches[next(counter) % len(batches)]
 
-    calls = max(20, int(400 * seconds_scale))
     out = np.empty((batch_size, *LATENT_SHAPE), np.float32)
 
     # Every method must agree before anything is timed.
@@ -128,7 +131,7 @@ def run(samples: int, batch_size: int, thread_counts: list[int], directory: Path
         rate["d"] = _report.best_rate(numpy_way, batch_size, calls=calls)
 
         def zarr_way():
-            idx = sorted_batches[next(counter) % len(batches)]
+            idx = sorted_batches[next(counter) % len(sorted_batches)]
             return zarr_latents.oindex[idx].astype(np.float32) * scales32[idx][:, None, None, None]
 
         rate["e"] = _report.best_rate(zarr_way, batch_size, calls=max(3, calls // 100), repeats=2)
@@ -192,7 +195,7 @@ def report(samples: int, batch_size: int, store, rows) -> str:
             "",
             f"Machine: {_report.machine_line()}; {latentstore.kernels_info()}. "
             "Synthetic random codes (read speed does not depend on values); warm page cache; "
-            "best of 3 timed runs. Command: `python benchmarks/read.py"
+            "fresh random indices for every batch; best of 3 timed runs. Command: `python benchmarks/read.py"
             + (f" --samples {samples}" if samples != 1_281_167 else "")
             + "`.",
             "",

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,14 @@ CHUNK_TARGET_BYTES = 32 << 20
 IMAGENET_TRAIN_SAMPLES = 1_281_167
 
 SCHEMES = ("absmax", "affine")
+
+
+def local_path(path) -> Path | None:
+    """The local directory a store path names, or None for a remote (fsspec) URL."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return None
+    return Path(text.removeprefix("file://"))
 
 
 def _expect(condition: bool, what: str, expected: str, got: Any) -> None:

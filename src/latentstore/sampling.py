@@ -37,5 +37,7 @@ def batch_slices(count: int, batch_size: int, drop_last: bool = False):
     """Slices of consecutive batches over ``count`` items."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    count = int(count)
     stop = count - count % batch_size if drop_last else count
-    return [slice(i, min(i + batch_size, stop)) for i in range(0, stop, batch_size)]
+    # Slicing clamps at the end, so the last slice may reach past ``stop``.
+    return [slice(i, i + batch_size) for i in range(0, stop, batch_size)]

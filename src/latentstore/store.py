@@ -27,10 +27,6 @@ from .sampling import batch_slices, epoch_order
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
 def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
@@ -56,7 +52,7 @@ class LatentStore:
 
     def __init__(self, path):
         self._path = str(path).removeprefix("file://")
-        if _is_url(self._path):
+        if fmt.local_path(self._path) is None:
             self._open_zarr()
         else:
             self._open_local()

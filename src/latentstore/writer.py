@@ -9,7 +9,6 @@ local store also writes each file atomically).
 """
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 
@@ -23,16 +22,6 @@ from .stats import ChannelMoments
 RESUME_FIELDS = ("num_samples", "latent_shape", "chunk_samples", "quant", "encoder", "source", "flip", "ids", "classes")
 
 COMPRESSORS = (None, "zstd", "blosc")
-
-
-def _is_url(path) -> bool:
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
-
-
-def _local_path(path) -> Path | None:
-    if _is_url(path):
-        return None
-    return Path(str(path).removeprefix("file://"))
 
 
 def _codecs(checksum: bool, compressor: str | None):
@@ -110,7 +99,7 @@ def create(
     metadata = StoreMetadata.from_dict(metadata.to_dict())  # normalise through JSON
     codecs = _codecs(checksum, compressor)
 
-    local = _local_path(path)
+    local = fmt.local_path(path)
     if local is not None and local.exists():
         if overwrite:
             shutil.rmtree(local) if local.is_dir() else local.unlink()
