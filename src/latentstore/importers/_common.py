@@ -126,12 +126,20 @@ def fill_store(writer, read_chunk, *, source_quant: QuantSpec, progress: bool = 
     return report
 
 
-def run_import(out, create_writer, read_chunk, *, source_quant: QuantSpec, progress: bool, description: str) -> ImportReport:
-    """Create (or resume) the store, fill it and describe what was done."""
+def run_import(out, dataset, *, source_quant: QuantSpec, requantize: bool, progress: bool, description: str,
+               **store_options) -> ImportReport:
+    """Create (or resume) the store for ``dataset``, fill it and describe what was done.
+
+    ``dataset`` has ``len()``, ``latent_shape`` and ``read(start, stop) -> (codes, labels, ids)``;
+    ``store_options`` go to :func:`latentstore.create`. The store keeps the source's
+    codes (``source_quant``) unless ``requantize`` makes it per-sample absmax int8.
+    """
+    from ..writer import create
+
     started = time.perf_counter()
-    writer = create_writer()
+    writer = create(out, len(dataset), dataset.latent_shape, quant=None if requantize else source_quant, **store_options)
     chunks = len(writer.pending_chunks())
-    error = fill_store(writer, read_chunk, source_quant=source_quant, progress=progress, description=description)
+    error = fill_store(writer, dataset.read, source_quant=source_quant, progress=progress, description=description)
     m = writer.metadata
     return ImportReport(
         store=str(out),

@@ -334,7 +334,6 @@ def import_mds(
     without. ``requantize`` and ``granularity``: as for
     :func:`latentstore.importers.pt.import_pt`.
     """
-    from .. import create
 
     source_quant = affine_spec(*value_range)
     dataset = MDSDataset(directory, latent_shape, latent_column, label_column or None, class_column or None)
@@ -347,20 +346,10 @@ def import_mds(
         "affine_range": affine_range(source_quant),
     }
 
-    def create_writer():
-        return create(
-            out,
-            len(dataset),
-            dataset.latent_shape,
-            chunk_samples=chunk_samples,
-            granularity=granularity,
-            quant=None if requantize else source_quant,
-            classes=dataset.classes,
-            source=source,
-            overwrite=overwrite,
-        )
-
-    return run_import(out, create_writer, dataset.read, source_quant=source_quant, progress=progress, description="import-mds")
+    return run_import(
+        out, dataset, source_quant=source_quant, requantize=requantize, progress=progress, description="import-mds",
+        chunk_samples=chunk_samples, granularity=granularity, classes=dataset.classes, source=source, overwrite=overwrite,
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

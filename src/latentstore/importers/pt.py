@@ -177,7 +177,6 @@ def import_pt(
     names the labels. An interrupted import resumes when rerun with the same
     arguments.
     """
-    from .. import create
 
     source_quant = affine_spec(*value_range)
     path = Path(path)
@@ -189,21 +188,11 @@ def import_pt(
         "affine_range": affine_range(source_quant),
     }
 
-    def create_writer():
-        return create(
-            out,
-            len(records),
-            records.latent_shape,
-            chunk_samples=chunk_samples,
-            granularity=granularity,
-            quant=None if requantize else source_quant,
-            classes=classes,
-            source=source,
-            ids=records.has_ids,
-            overwrite=overwrite,
-        )
-
-    return run_import(out, create_writer, records.read, source_quant=source_quant, progress=progress, description="import-pt")
+    return run_import(
+        out, records, source_quant=source_quant, requantize=requantize, progress=progress, description="import-pt",
+        chunk_samples=chunk_samples, granularity=granularity, classes=classes, source=source, ids=records.has_ids,
+        overwrite=overwrite,
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
