@@ -25,6 +25,22 @@ def best_rate(step, items_per_call: int, *, calls: int, repeats: int = 3) -> flo
     return items_per_call * calls / best
 
 
+def warm_page_cache(*paths) -> None:
+    """Flush what was just written, then read every file once so the page cache holds it.
+
+    Without the flush, writeback of freshly built data competes with the timed runs.
+    """
+    os.sync()
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            with open(file, "rb") as f:
+                while f.read(64 << 20):
+                    pass
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

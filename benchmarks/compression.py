@@ -50,7 +50,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import _report  # noqa: E402
 import synthetic  # noqa: E402
-from read import warm  # noqa: E402
 
 import latentstore  # noqa: E402
 from latentstore import format as fmt  # noqa: E402
@@ -251,8 +250,7 @@ def read_rates(paths: dict, samples: int, chunk: int, quick: bool) -> dict:
     """
     import zarr
 
-    for path in paths.values():
-        warm(path)
+    _report.warm_page_cache(*paths.values())
     rng = np.random.default_rng(1)
     batches = [rng.integers(0, samples, BATCH) for _ in range(16)]
     counter = iter(range(1 << 62))

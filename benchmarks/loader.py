@@ -103,17 +103,8 @@ def build(directory: Path, samples: int, pickle_samples: int, seed: int = 0) -> 
     torch.save(items, pickle_path)
     del items
     paths = {"store": store_path, "flat": flat_path, "pickle": pickle_path}
-    for path in paths.values():
-        warm(path)
+    _report.warm_page_cache(*paths.values())
     return {k: str(v) for k, v in paths.items()}
-
-
-def warm(path: Path) -> None:
-    """Read every file once so the page cache holds it."""
-    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
-        with open(file, "rb") as f:
-            while f.read(64 << 20):
-                pass
 
 
 # -- one method in one process -------------------------------------------------

@@ -66,19 +66,9 @@ def build(directory: Path, samples: int, chunk_samples: int | None, seed: int = 
     return store_path, directory / "codes.npy", all_scales, torch_path
 
 
-def warm(path: Path) -> None:
-    """Read every file once so the page cache holds it."""
-    for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-        with open(file, "rb") as f:
-            while f.read(64 << 20):
-                pass
-
-
 def run(samples: int, batch_size: int, thread_counts: list[int], directory: Path, chunk_samples=None, seconds_scale=1.0):
     store_path, flat_path, scales, torch_path = build(directory, samples, chunk_samples)
-    for path in (store_path, flat_path, torch_path):
-        if path is not None:
-            warm(path)
+    _report.warm_page_cache(store_path, flat_path, torch_path)
     store = latentstore.open(store_path)
     flat = np.load(flat_path, mmap_mode="r")
     scales32 = scales.astype(np.float32)
