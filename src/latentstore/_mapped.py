@@ -59,9 +59,6 @@ class MappedChunks:
     def __init__(self, arrays: list[tuple[Path, str, ArrayLayout]]):
         layout = arrays[0][2]
         self.chunk_rows = layout.chunk_shape[0]
-        self.row_nbytes = layout.chunk_nbytes // self.chunk_rows
-        self.padded_rows = layout.num_chunks * self.chunk_rows
-        self.missing: list[tuple[str, int]] = []
         self._buffers = []
         addresses = []
         for directory, name, array_layout in arrays:
@@ -76,7 +73,6 @@ class MappedChunks:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             # Not written yet: its samples are invalid; zeros keep reads safe.
-            self.missing.append((name, chunk))
             return np.zeros(layout.chunk_nbytes, dtype=np.uint8)
         try:
             _check_file_size(name, chunk, os.fstat(fd).st_size, layout)
@@ -99,8 +95,6 @@ class ZarrRows:
     def __init__(self, arrays: list, padded_rows: int):
         self.arrays = arrays
         self.padded_rows = padded_rows
-        self.row_nbytes = int(np.prod(arrays[0].shape[1:])) * arrays[0].dtype.itemsize
-        self.missing: list[tuple[str, int]] = []
 
     def fetch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The distinct requested rows (sorted) as one C-contiguous block, those

@@ -91,3 +91,23 @@ def gather_rows(chunk_arrays, chunk_rows, rows, out, num_threads=1):
     del num_threads
     if len(rows):
         out[...] = _gather_codes(chunk_arrays, chunk_rows, rows)
+
+
+def resolve_rows(indices, num_rows, valid, rows):
+    """rows[:] = indices with negatives counted from the end; -1, or 2*i (out of
+    range) / 2*i + 1 (invalid) for the first bad position i."""
+    resolved = np.where(indices < 0, indices + num_rows, indices)
+    bad = (resolved < 0) | (resolved >= num_rows)
+    if valid is not None:
+        bad_valid = np.zeros(len(indices), bool)
+        in_range = ~bad
+        bad_valid[in_range] = valid[resolved[in_range]] == 0
+    else:
+        bad_valid = np.zeros(len(indices), bool)
+    problems = np.flatnonzero(bad | bad_valid)
+    if problems.size:
+        i = int(problems[0])
+        rows[:i] = resolved[:i]
+        return 2 * i + int(not bad[i])
+    rows[:] = resolved
+    return -1

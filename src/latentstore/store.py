@@ -59,6 +59,7 @@ class LatentStore:
         m = self.metadata
         self._padded_rows = m.num_chunks * m.chunk_samples
         self._lut = m.quant.lookup_table()
+        self._normalizations: dict[str, Normalization] = {}
         self._valid_flags = np.ascontiguousarray(self.valid, dtype=np.uint8)
         self.labels.flags.writeable = False
         self.valid.flags.writeable = False
@@ -258,8 +259,15 @@ class LatentStore:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES} or a Normalization, got {normalize!r}")
         if normalize is False:
             return None
+        # Built once per mode: read() asks for it on every batch.
+        mode = "stats" if normalize is True else normalize
+        if mode not in self._normalizations:
+            self._normalizations[mode] = self._build_normalization(mode)
+        return self._normalizations[mode]
+
+    def _build_normalization(self, mode: str) -> Normalization:
         channels = self.metadata.channels
-        if normalize == "scaling_factor":
+        if mode == "scaling_factor":
             factor = (self.metadata.encoder or {}).get("scaling_factor")
             if factor is None:
                 raise ValueError("this store records no encoder scaling_factor; pass a Normalization instead")
