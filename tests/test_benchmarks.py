@@ -52,3 +52,19 @@ def test_benchmark_help(name, capsys):
     with pytest.raises(SystemExit) as info:
         load(name).main(["--help"])
     assert info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_node_benchmark_smoke(tmp_path):
+    text = load("node").main(
+        ["--samples", "6000", "--chunk-samples", "2048", "--seconds", "0.2", "--calls", "5",
+         "--dir", str(tmp_path), "--results", str(tmp_path)]
+    )
+    assert (tmp_path / "node.md").read_text().strip() == text.strip()
+    for row in ("(a) one process", "(b) 2 processes", "(b) 4 processes", "(c) 4 processes",
+                "(d) DataLoader(LatentDataset), 2 workers", "read_in='worker'", "(e) store.codes, 2 threads",
+                "(e) torch.load(mmap=True) + index_select, 1 thread"):
+        assert row in text
+    # Each target has a verdict, whichever it is at this size.
+    assert text.count("| met |") + text.count("| NOT met |") == 5
+    assert list(tmp_path.iterdir()) == [tmp_path / "node.md"]

@@ -23,17 +23,25 @@ from .errors import (
     StoreNotFoundError,
 )
 from .format import FORMAT_VERSION, QuantSpec, StoreMetadata
-from ._threads import get_num_threads, set_num_threads
+from ._threads import get_num_threads, set_num_threads, thread_budget
 from .quantization import Normalization, dequantize, quantize
 from .store import LatentStore, open
 from .writer import StoreWriter, create
 
 
 def kernels_info() -> str:
-    """Which compiled kernels are active, e.g. 'Cython kernels with OpenMP (2 threads)'."""
+    """Which compiled kernels are active and the thread budget, e.g.
+    'compiled Cython kernels (avx2, OpenMP, up to 2 threads: 2 cores)'."""
     from ._native import kernels, variant
 
-    threads = f"OpenMP, up to {get_num_threads()} threads" if kernels.OPENMP else "single-threaded, no OpenMP"
+    if kernels.OPENMP:
+        try:
+            budget = thread_budget()
+        except ValueError as exc:  # a bad LATENTSTORE_NUM_THREADS or OMP_NUM_THREADS
+            return f"compiled Cython kernels ({variant}, OpenMP; thread budget: {exc})"
+        threads = f"OpenMP, up to {budget.threads} thread{'s' if budget.threads > 1 else ''}: {budget.reason}"
+    else:
+        threads = "single-threaded, no OpenMP"
     return f"compiled Cython kernels ({variant}, {threads})"
 
 
@@ -70,4 +78,5 @@ __all__ = [
     "open",
     "quantize",
     "set_num_threads",
+    "thread_budget",
 ]
