@@ -4,7 +4,40 @@ Every error derives from :class:`LatentStoreError`, and also from the builtin
 exception a caller would naturally catch (``ValueError``, ``FileNotFoundError``,
 ...), so ``except ValueError`` keeps working. Messages say what went wrong and
 what to do next.
+
+Every error survives :mod:`pickle` (DataLoader workers, torchrun ranks, process
+pools) with its type, message and attributes. Errors whose constructor takes
+other arguments than the message define ``__reduce__`` to rebuild themselves
+from those arguments; pickling ``args`` alone would call the constructor with
+the finished message (a ``TypeError``, or a message prefixed twice).
 """
+
+__all__ = [
+    "LatentStoreError",
+    "StoreNotFoundError",
+    "StoreExistsError",
+    "FormatError",
+    "FormatVersionError",
+    "IncompatibleStoreError",
+    "CorruptChunkError",
+    "InvalidSampleError",
+    "NonFiniteError",
+    "ScaleOverflowError",
+    "ModelLoadError",
+    "SourceError",
+    "ImageDecodeError",
+]
+
+
+def _state(exc: BaseException) -> dict:
+    """What ``__setstate__`` restores after the constructor has run again.
+
+    The instance ``__dict__`` (attributes, ``__notes__``) and ``args``, so an
+    error whose ``args`` were changed after it was raised keeps them.
+    """
+    state = dict(exc.__dict__)
+    state["args"] = exc.args
+    return state
 
 
 class LatentStoreError(Exception):
@@ -40,6 +73,9 @@ class CorruptChunkError(LatentStoreError, OSError):
         self.reason = reason
         super().__init__(f"{array!r} chunk {chunk}: {reason}")
 
+    def __reduce__(self):
+        return type(self), (self.array, self.chunk, self.reason), _state(self)
+
 
 class InvalidSampleError(LatentStoreError, ValueError):
     """A requested sample is marked invalid (missing, failed or non-finite)."""
@@ -56,6 +92,11 @@ class NonFiniteError(LatentStoreError, ValueError):
             "be quantized (mark the sample invalid or fix the encoder output)"
         )
 
+    def __reduce__(self):
+        # The finished message is passed back as ``message``, so it is used as is.
+        message = self.args[0] if len(self.args) == 1 else None
+        return type(self), (self.sample, message), _state(self)
+
 
 class ScaleOverflowError(LatentStoreError, OverflowError):
     """A quantization scale does not fit in float16."""
@@ -67,3 +108,22 @@ class ModelLoadError(LatentStoreError, RuntimeError):
 
 class SourceError(LatentStoreError, ValueError):
     """An image source could not be enumerated or a label could not be resolved."""
+
+
+class ImageDecodeError(SourceError):
+    """An image file is damaged, empty or not an image; the sample cannot be encoded.
+
+    ``source`` names the file (or ``None`` for in-memory data) and ``reason``
+    says what the decoder reported.
+    """
+
+    def __init__(self, reason: str, source: str | None = None):
+        self.reason = reason
+        self.source = source
+        what = f"image {source!r}" if source is not None else "in-memory image"
+        super().__init__(
+            f"cannot decode {what}: {reason}; replace the file or leave it out of the dataset"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.reason, self.source), _state(self)
