@@ -4,7 +4,7 @@ OpenMP is used when the compiler accepts ``-fopenmp``; without it the kernels
 still build and run on one thread. ``-ffp-contract=off`` keeps the compiler
 from fusing multiply-adds, which would break bit-exactness against the numpy
 reference. On x86-64 the same kernels are built a second time with
-``-mavx2`` (``latentstore._kernels_avx2``), used at run time when the CPU has
+``-mavx2`` (``latentstore.quantization._kernels_avx2``), used at run time when the CPU has
 AVX2: the loops are memory- and latency-bound, but twice-wider vectors still
 gain 10-15% on a single thread.
 """
@@ -54,7 +54,7 @@ if avx2:
     variants["_kernels_avx2"] = ["-mavx2"]
 extensions = [
     Extension(
-        f"latentstore.{name}",
+        f"latentstore.quantization.{name}",
         [f"ext/{name}.pyx"],
         include_dirs=[np.get_include(), "ext"],
         extra_compile_args=compile_args + flags,

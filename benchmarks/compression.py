@@ -13,13 +13,13 @@ Latent sources, named in every table:
   latents are the reference, so errors are relative to them, not to the
   float latents the store was made from;
 - ``--images DIR --model M``: the folder's images, centre-cropped and encoded
-  with ``latentstore.backends.load_backend(M)``. This calls the backend and
-  ``latentstore.preprocess`` directly rather than ``latentstore.encode``,
+  with ``latentstore.encoding.backends.load_backend(M)``. This calls the backend and
+  ``latentstore.encoding.preprocess`` directly rather than ``latentstore.encode``,
   which writes int8 stores: the float latents are the reference here.
 
 Each scheme gets bytes per sample, the projected size of ImageNet-1k train
 (1,281,167 samples), MSE, max |error|, SNR in dB and the fraction of values
-it clips (``latentstore.metrics``): float32, float16, bfloat16 (round to
+it clips (``latentstore.inspection.metrics``): float32, float16, bfloat16 (round to
 nearest even on the float32 bits, in numpy), Imagenet.3GB's global affine
 uint8 (clamp to ±6.5), Imagenet.int8's global uint8 (±12), per-sample and
 per-channel absmax int8, and the default with zstd or blosc (bitshuffle +
@@ -41,19 +41,21 @@ import argparse
 import io
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _report  # noqa: E402
-import synthetic  # noqa: E402
-
+if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
+from benchmarks import (
+    _report,  # noqa: E402
+    synthetic,  # noqa: E402
+)
 from latentstore import format as fmt  # noqa: E402
-from latentstore.metrics import LatentErrors, latent_errors, psnr, ssim  # noqa: E402
+from latentstore.inspection.metrics import LatentErrors, latent_errors, psnr, ssim  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167
 #: ILSVRC2012_img_train.tar, the published size of ImageNet-1k train as JPEG.
@@ -100,8 +102,8 @@ def image_source(directory, backend, n: int, resolution: int) -> Latents:
     """Encode the first ``n`` decodable images of ``directory`` with ``backend``."""
     import torch
 
-    from latentstore.preprocess import ImageDecodeError, Preprocessing
-    from latentstore.sources import open_source
+    from latentstore.encoding.preprocess import ImageDecodeError, Preprocessing
+    from latentstore.encoding.sources import open_source
 
     source = open_source(directory)
     preprocessing = Preprocessing(resolution=resolution)
@@ -306,7 +308,7 @@ def jpeg256_bytes(resolution: int = 256) -> tuple[float, int]:
     """Mean JPEG size (quality 90) of the shipped photos centre-cropped to ``resolution``."""
     from PIL import Image
 
-    from latentstore.preprocess import Preprocessing
+    from latentstore.encoding.preprocess import Preprocessing
 
     preprocessing = Preprocessing(resolution=resolution)
     sizes = []
@@ -668,7 +670,7 @@ def main(argv=None) -> str:
 
     backend = None
     if args.model:
-        from latentstore.backends import load_backend
+        from latentstore.encoding.backends import load_backend
 
         backend = load_backend(args.model)
     if args.store:

@@ -27,10 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _report  # noqa: E402
-
+if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
+from benchmarks import _report  # noqa: E402
 
 PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
 
@@ -64,7 +64,7 @@ def photo_bytes() -> list[bytes]:
 
 def preprocessing_rates(images: list[bytes], resolution: int, repeats: int) -> dict[tuple[str, bool], float]:
     """Images/s of one process for each (resize, draft) recipe."""
-    from latentstore.preprocess import Preprocessing
+    from latentstore.encoding.preprocess import Preprocessing
 
     rates = {}
     for resize in ("adm", "bicubic"):
@@ -78,7 +78,7 @@ def preprocessing_rates(images: list[bytes], resolution: int, repeats: int) -> d
 
 def pipeline_rate(directory: Path, resolution: int, copies: int, workers: int, batch_size: int):
     """(images/s of latentstore.encode with the tiny model, samples); model loading excluded."""
-    from latentstore.backends import save_tiny_model
+    from latentstore.encoding.backends import save_tiny_model
 
     tree = directory / "tree"
     for k in range(copies):  # more images than the 16 photos, same content

@@ -40,11 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _report  # noqa: E402
-import synthetic  # noqa: E402
-
+if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
+from benchmarks import (
+    _report,  # noqa: E402
+    synthetic,  # noqa: E402
+)
 
 LATENT_SHAPE = (32, 8, 8)
 POOL = 16384

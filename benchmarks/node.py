@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _report  # noqa: E402
-import read as read_bench  # noqa: E402
-
+if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
+from benchmarks import _report  # noqa: E402
+from benchmarks import read as read_bench  # noqa: E402
 
 BATCH = 256
 
@@ -155,7 +155,7 @@ def run(samples: int, seconds: float, directory: Path, chunk_samples: int | None
     store_path, _, _, torch_path = read_bench.build(directory, samples, chunk_samples)
     _report.warm_page_cache(store_path, torch_path)
     paths = (str(store_path), str(torch_path))
-    cores = latentstore._threads.available_cores()
+    cores = latentstore.quantization.threads.available_cores()
     alone = lambda env=None: run_together(["loader"], paths, seconds, {"LOCAL_WORLD_SIZE": "1", **(env or {})})  # noqa: E731
 
     def stage(text):
@@ -226,8 +226,8 @@ def run(samples: int, seconds: float, directory: Path, chunk_samples: int | None
         "",
         _report.markdown_table(["batch", "int8 rows touched", "store.read -> float32", "store.codes"], crossover),
         "",
-        f"`latentstore._threads.PARALLEL_MIN_BYTES_PER_THREAD` = "
-        f"{latentstore._threads.PARALLEL_MIN_BYTES_PER_THREAD // 1024} KiB of output per thread.",
+        f"`latentstore.quantization.threads.PARALLEL_MIN_BYTES_PER_THREAD` = "
+        f"{latentstore.quantization.threads.PARALLEL_MIN_BYTES_PER_THREAD // 1024} KiB of output per thread.",
         "",
     ])
 

@@ -14,7 +14,7 @@ same bit-exact math are timed:
   (the baseline the target refers to), and the same processed in blocks
   of 4096 samples so that temporaries stay in cache; both are checked to
   produce identical bytes;
-- ``latentstore._reference``, the test oracle (written for clarity).
+- ``latentstore.quantization.reference``, the test oracle (written for clarity).
 
 Target: Cython quantize >= 4 x plain numpy, in the same run.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _report  # noqa: E402
-
+if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
-from latentstore import _reference  # noqa: E402
+from benchmarks import _report  # noqa: E402
+from latentstore.quantization import reference as _reference  # noqa: E402
 
 LATENT_SHAPE = (32, 8, 8)
 BLOCK = 4096

@@ -140,7 +140,6 @@ def quantize_absmax(
 
 cdef inline void _dequantize_row(
     const void* codes,
-    bint codes_unsigned,
     const uint16_t* scales,
     Py_ssize_t num_scales,
     const float* lut,
@@ -198,7 +197,6 @@ def gather_dequantize(
     const uint16_t[:, ::1] scales,
     const float[::1] lut,
     out_t[:, :, ::1] out,
-    bint codes_unsigned=False,
     bint normalize=False,
     float scaling_factor=1.0,
     const float[::1] mean=None,
@@ -231,7 +229,7 @@ def gather_dequantize(
         src = <const char*>chunk_addresses[row // chunk_rows] + (row % chunk_rows) * row_bytes
         scale_ptr = NULL if lut_ptr != NULL else &scales[row, 0]
         _dequantize_row(
-            src, codes_unsigned, scale_ptr, num_scales, lut_ptr, &out[i, 0, 0],
+            src, scale_ptr, num_scales, lut_ptr, &out[i, 0, 0],
             channels, pixels, normalize, scaling_factor, mean_ptr, std_ptr,
         )
 

@@ -28,11 +28,11 @@ def _kernel_variants():
     variants = {}
     for name in ("_kernels", "_kernels_avx2"):
         try:
-            variants[name] = importlib.import_module(f"latentstore.{name}")
+            variants[name] = importlib.import_module(f"latentstore.quantization.{name}")
         except ImportError:
             continue
     if "_kernels_avx2" in variants:
-        from latentstore._native import _cpu_has_avx2
+        from latentstore.quantization._native import _cpu_has_avx2
 
         if not _cpu_has_avx2():
             del variants["_kernels_avx2"]
@@ -45,10 +45,10 @@ KERNEL_VARIANTS = _kernel_variants()
 @pytest.fixture(params=sorted(KERNEL_VARIANTS))
 def each_kernel_variant(request, monkeypatch):
     """Run a test once per compiled kernel build this CPU can execute."""
-    import latentstore.quantization
-    import latentstore.store
+    import latentstore.quantization.kernels
+    import latentstore.store.reader
 
     kernels = KERNEL_VARIANTS[request.param]
-    monkeypatch.setattr(latentstore.quantization, "_kernels", kernels)
-    monkeypatch.setattr(latentstore.store, "_kernels", kernels)
+    monkeypatch.setattr(latentstore.quantization.kernels, "_kernels", kernels)
+    monkeypatch.setattr(latentstore.store.reader, "_kernels", kernels)
     return kernels

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from latentstore.backends import (
+from latentstore.encoding.backends import (
     DEFAULT_MODEL,
     Backend,
     SlowDeviceWarning,

@@ -1,6 +1,6 @@
 """The read and quantization benchmarks run at smoke size, so they cannot rot."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import pytest
@@ -9,10 +9,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_read_benchmark_smoke(tmp_path, capsys):

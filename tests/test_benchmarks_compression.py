@@ -1,14 +1,12 @@
 """The compression benchmark at smoke size, its schemes and its synthetic latents."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-import compression  # noqa: E402
-import synthetic  # noqa: E402
+from benchmarks import (
+    compression,  # noqa: E402
+    synthetic,  # noqa: E402
+)
 
 import latentstore  # noqa: E402
 
@@ -134,7 +132,7 @@ def test_global_uint8_error_within_half_a_step_inside_the_range():
 
 
 def test_images_with_a_random_model_say_the_pixel_columns_are_meaningless(tmp_path):
-    from latentstore.backends import load_backend, save_tiny_model
+    from latentstore.encoding.backends import load_backend, save_tiny_model
 
     backend = load_backend(save_tiny_model(tmp_path / "tiny"), device="cpu")
     source = compression.image_source(compression.PHOTOS / "grayscale", backend, 2, 64)

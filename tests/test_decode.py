@@ -12,10 +12,10 @@ from latentstore.errors import InvalidSampleError, ModelLoadError
 
 torch = pytest.importorskip("torch")
 
-from latentstore.backends import load_backend, save_tiny_model  # noqa: E402
-from latentstore.decode import decode, load_decoder, source_crops  # noqa: E402
-from latentstore.preprocess import Preprocessing  # noqa: E402
-from latentstore.sources import open_source  # noqa: E402
+from latentstore.encoding.backends import load_backend, save_tiny_model  # noqa: E402
+from latentstore.encoding.decoding import decode, load_decoder, source_crops  # noqa: E402
+from latentstore.encoding.preprocess import Preprocessing  # noqa: E402
+from latentstore.encoding.sources import open_source  # noqa: E402
 
 PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
 RESOLUTION = 64  # the tiny DC model compresses 32x: (32, 2, 2) latents

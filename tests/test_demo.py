@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from latentstore import cli
-from latentstore.demo import sample_photos
+from latentstore.cli.demo import sample_photos
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def test_demo_runs_offline_and_says_the_model_is_random(tmp_path, capsys):
 
 
 def test_demo_result_figures(tmp_path):
-    from latentstore.demo import run_demo
+    from latentstore.cli.demo import run_demo
 
     result = run_demo(tmp_path, resolution=64)
     assert result.random_model and len(result.psnr_int8) == 16

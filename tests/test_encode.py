@@ -19,14 +19,14 @@ pytest.importorskip("diffusers")
 
 import latentstore  # noqa: E402
 from latentstore import cli  # noqa: E402
-from latentstore.backends import Backend, load_backend, save_tiny_model  # noqa: E402
+from latentstore.encoding.backends import Backend, load_backend, save_tiny_model  # noqa: E402
+from latentstore.encoding.preprocess import Preprocessing  # noqa: E402
+from latentstore.encoding.sources import ImageFolderSource  # noqa: E402
 from latentstore.errors import IncompatibleStoreError, StoreExistsError  # noqa: E402
-from latentstore.preprocess import Preprocessing  # noqa: E402
-from latentstore.sources import ImageFolderSource  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "images"
 PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
-encode_module = importlib.import_module("latentstore.pipeline")
+encode_module = importlib.import_module("latentstore.encoding.pipeline")
 RESOLUTION = 64
 OPTIONS = dict(resolution=RESOLUTION, chunk_samples=8, batch_size=4, device="cpu", progress=False)
 

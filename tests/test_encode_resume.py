@@ -1,4 +1,4 @@
-"""Killed runs resume to a store byte-identical to an uninterrupted one.
+"""Killed runs resume to a store byte-identical to an uninterrupted one; torchrun ranks write the same store.
 
 Each run is a real ``python -m latentstore encode`` process. The kill is a
 SIGKILL the process sends itself right after a chunk lands (the
@@ -21,7 +21,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 import latentstore  # noqa: E402
-from latentstore.backends import save_tiny_model  # noqa: E402
+from latentstore.encoding.backends import save_tiny_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "images"
 PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
@@ -96,3 +96,23 @@ def test_killed_and_torn_runs_resume_to_identical_bytes(setup, straight, tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     assert "2 of 5 chunks were already done" in resumed.stdout
     assert_same_store(straight, out)
+
+
+# -- torchrun: ranks take disjoint chunks -------------------------------------
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+
+
+def test_two_processes_write_the_store_of_one(setup, straight, tmp_path):
+    model, tree = setup
+    out = tmp_path / "two.zarr"
+    done = run(encode_command(tree, out, model), launcher=TORCHRUN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 processes" in done.stdout and done.stdout.count("RANDOM WEIGHTS") == 1
+    assert_same_store(straight, out)
+
+
+def test_a_refusal_on_rank_0_stops_every_rank(setup, straight, tmp_path):
+    model, tree = setup
+    done = run(encode_command(tree, straight, model), launcher=TORCHRUN)
+    assert done.returncode != 0
+    assert "complete store" in done.stderr and "(raised on rank 0, which creates the store)" in done.stderr

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from latentstore.grid import interleave, make_grid
+from latentstore.inspection.grid import interleave, make_grid
 
 
 def tiles(n, size=32, seed=0):

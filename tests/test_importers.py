@@ -22,8 +22,8 @@ import torch
 import latentstore
 from latentstore import cli
 from latentstore.errors import SourceError, StoreExistsError
-from latentstore.importers import affine_spec, export_npy, import_mds, import_pt
-from latentstore.importers import mds as mds_module
+from latentstore.interop import affine_spec, export_npy, import_mds, import_pt
+from latentstore.interop import mds as mds_module
 
 # -- the sources' own dequantization -------------------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 
 import latentstore
 from latentstore import cli
-from latentstore.inspect_stats import PERCENTILES, compute_stats, format_table, plot_stats
+from latentstore.inspection.stats import PERCENTILES, compute_stats, format_table, plot_stats
 
 N, SHAPE, CHUNK = 300, (4, 4, 4), 128
 

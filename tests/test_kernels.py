@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from latentstore import _reference
 from latentstore.format import QuantSpec
+from latentstore.quantization import reference as _reference
 
 CHUNK_ROWS, CHANNELS, PIXELS = 8, 3, 5
 
@@ -49,7 +49,7 @@ def test_gather_with_lookup_table_matches_reference(each_kernel_variant, chunks,
     codes = [c.view(code_dtype) for c in chunks]
     got = np.empty((len(ROWS), CHANNELS, PIXELS), np.float32)
     each_kernel_variant.gather_dequantize(
-        addresses(codes), CHUNK_ROWS, ROWS, np.zeros((1, 1), np.uint16), lut, got, codes_unsigned=code_dtype == "uint8"
+        addresses(codes), CHUNK_ROWS, ROWS, np.zeros((1, 1), np.uint16), lut, got
     )
     expected = np.empty_like(got)
     _reference.gather_dequantize(codes, CHUNK_ROWS, ROWS, None, lut, expected)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from latentstore.metrics import LatentErrors, fraction_clipped, latent_errors, psnr, ssim
+from latentstore.inspection.metrics import LatentErrors, fraction_clipped, latent_errors, psnr, ssim
 
 
 def _ramp_pair():

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from latentstore.errors import FormatError, SourceError
-from latentstore.preprocess import (
+from latentstore.encoding.preprocess import (
     ImageDecodeError,
     Preprocessing,
     center_crop_arr,
@@ -14,6 +13,7 @@ from latentstore.preprocess import (
     pixels_to_unit,
     resize_center_crop,
 )
+from latentstore.errors import FormatError, SourceError
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "tests" / "data" / "images"

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import latentstore
-from latentstore import _reference
 from latentstore.errors import NonFiniteError, ScaleOverflowError
-from latentstore.quantization import Normalization, group_shape
+from latentstore.quantization import reference as _reference
+from latentstore.quantization.kernels import Normalization, group_shape
 
 
 def reference_quantize(x, granularity):
@@ -169,8 +169,16 @@ def test_non_contiguous_and_float16_input(latents_factory):
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 3), np.int32), np.zeros((2, 3), bool), np.zeros((2, 3), np.complex64)])
 def test_wrong_dtype_is_rejected(bad):
-    with pytest.raises(TypeError, match="float32 or float16"):
+    with pytest.raises(TypeError, match="must be floating point"):
         latentstore.quantize(bad)
+
+
+def test_float64_latents_are_quantized_as_their_float32_cast(latents_factory):
+    x = latents_factory(5).astype(np.float64)
+    q, s = latentstore.quantize(x)
+    ref_q, ref_s = latentstore.quantize(x.astype(np.float32))
+    assert_same_bytes(q, ref_q, "codes")
+    assert_same_bytes(s, ref_s, "scales")
 
 
 def test_wrong_shapes_are_rejected():

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentstore.errors import SourceError
-from latentstore.preprocess import ImageDecodeError
-from latentstore.sources import (
+from latentstore.encoding.preprocess import ImageDecodeError
+from latentstore.encoding.sources import (
     HFDatasetSource,
     ImageFolderSource,
     LabeledFolderSource,
     UnlabeledFolderSource,
     open_source,
 )
+from latentstore.errors import SourceError
 
 PHOTOS = Path(__file__).resolve().parents[1] / "src" / "latentstore" / "data" / "photos"
 PHOTO_FILES = sorted(PHOTOS.glob("*/*.JPEG"))

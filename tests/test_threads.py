@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import latentstore
-from latentstore import _threads
+from latentstore.quantization import threads as _threads
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +119,7 @@ def test_the_version_line_names_the_budget_and_why():
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    if latentstore._native.kernels.OPENMP:
+    if latentstore.quantization._native.kernels.OPENMP:
         assert "up to 1 thread: OMP_NUM_THREADS" in result.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "latentstore", "--version"],

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import latentstore  # noqa: E402
-from latentstore.sampling import batch_slices  # noqa: E402
+from latentstore.store.sampling import batch_slices  # noqa: E402
 from latentstore.torch import LatentDataset, LatentLoader, SampleBatch, collate, flip_mask  # noqa: E402
 
 SHAPE = (4, 2, 2)
@@ -347,8 +346,7 @@ def test_readers_share_one_copy_and_never_import_torch(tmp_path):
 
 # -- the loader benchmark at smoke size ---------------------------------------
 def test_loader_benchmark_smoke(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    import loader as benchmark
+    from benchmarks import loader as benchmark
 
     text = benchmark.main([
         "--samples", "2000", "--pickle-samples", "500", "--batch-size", "32", "--threads", "1",

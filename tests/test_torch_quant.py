@@ -1,4 +1,4 @@
-"""latentstore.torch_quant against the compiled kernels and the numpy reference, byte for byte."""
+"""latentstore.quantization.torch_quant against the compiled kernels and the numpy reference, byte for byte."""
 
 import numpy as np
 import pytest
@@ -9,10 +9,11 @@ from hypothesis.extra import numpy as hnp
 torch = pytest.importorskip("torch")
 
 import latentstore  # noqa: E402
-from latentstore import _reference, torch_quant  # noqa: E402
 from latentstore.errors import NonFiniteError, ScaleOverflowError  # noqa: E402
 from latentstore.format import QuantSpec  # noqa: E402
-from latentstore.quantization import Normalization, group_shape  # noqa: E402
+from latentstore.quantization import reference as _reference  # noqa: E402
+from latentstore.quantization import torch_quant  # noqa: E402
+from latentstore.quantization.kernels import Normalization, group_shape  # noqa: E402
 
 DEVICES = [
     "cpu",

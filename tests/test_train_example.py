@@ -1,16 +1,13 @@
 """examples/train_dit.py runs a few flow-matching steps on CPU and learns."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-import train_dit  # noqa: E402
+from examples import train_dit  # noqa: E402
 
 import latentstore  # noqa: E402
 

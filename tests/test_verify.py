@@ -11,7 +11,7 @@ import pytest
 import latentstore
 from latentstore import cli
 from latentstore.errors import CorruptChunkError, StoreNotFoundError
-from latentstore.verify import verify
+from latentstore.inspection.verify import verify
 
 N, SHAPE, CHUNK = 200, (4, 4, 4), 64
 CLASSES = list("abcde")

@@ -9,8 +9,8 @@ imports torch; encoding and the PyTorch loader live in modules that import
 their heavy dependencies themselves.
 """
 
-from ._version import __version__
-from .errors import (
+from latentstore._version import __version__
+from latentstore.errors import (
     CorruptChunkError,
     FormatError,
     FormatVersionError,
@@ -22,17 +22,21 @@ from .errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from .format import FORMAT_VERSION, QuantSpec, StoreMetadata
-from ._threads import get_num_threads, set_num_threads, thread_budget
-from .quantization import Normalization, dequantize, quantize
-from .store import LatentStore, open
-from .writer import StoreWriter, create
+from latentstore.format import FORMAT_VERSION, QuantSpec, StoreMetadata
+from latentstore.quantization.kernels import Normalization, dequantize, quantize
+from latentstore.quantization.threads import (
+    get_num_threads,
+    set_num_threads,
+    thread_budget,
+)
+from latentstore.store.reader import LatentStore, open
+from latentstore.store.writer import StoreWriter, create
 
 
 def kernels_info() -> str:
     """Which compiled kernels are active and the thread budget, e.g.
     'compiled Cython kernels (avx2, OpenMP, up to 2 threads: 2 cores)'."""
-    from ._native import kernels, variant
+    from latentstore.quantization._native import kernels, variant
 
     if kernels.OPENMP:
         try:
@@ -45,9 +49,17 @@ def kernels_info() -> str:
     return f"compiled Cython kernels ({variant}, {threads})"
 
 
+def decode(store, indices, **options):
+    """Decode samples of a store back to uint8 images (n, H, W, 3) with its recorded model;
+    see :func:`latentstore.encoding.decoding.decode` (needs the ``encode`` extra)."""
+    from latentstore.encoding.decoding import decode as _decode
+
+    return _decode(store, indices, **options)
+
+
 def encode(source, out, **options):
-    """Encode an image collection into a store; see :func:`latentstore.pipeline.encode`."""
-    from .pipeline import encode as _encode
+    """Encode an image collection into a store; see :func:`latentstore.encoding.pipeline.encode`."""
+    from latentstore.encoding.pipeline import encode as _encode
 
     return _encode(source, out, **options)
 
@@ -71,6 +83,7 @@ __all__ = [
     "StoreWriter",
     "__version__",
     "create",
+    "decode",
     "dequantize",
     "encode",
     "get_num_threads",

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .errors import FormatError, FormatVersionError
+from latentstore._version import __version__
+from latentstore.errors import FormatError, FormatVersionError
 
 FORMAT_VERSION = 1
 ATTRIBUTE_KEY = "latentstore"
@@ -115,7 +115,7 @@ class QuantSpec:
 
     def lookup_table(self) -> np.ndarray | None:
         """For ``affine``: the float32 value of each of the 256 codes, else None."""
-        if self.scheme != "affine":
+        if self.scheme != "affine" or self.scale is None or self.offset is None:
             return None
         codes = np.arange(256, dtype=np.float64)
         if self.code_dtype == "int8":

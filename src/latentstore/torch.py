@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import torch_quant
-from .sampling import batch_slices
-from .store import LatentStore
+from latentstore.quantization import torch_quant
+from latentstore.store.reader import LatentStore
+from latentstore.store.sampling import batch_slices
 
 _DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
@@ -332,7 +332,7 @@ class LatentLoader:
     probability. ``dequantize_on="host"`` gathers and dequantizes in the
     compiled reader; ``"device"`` (the default for a CUDA ``device``) ships
     the int8 codes and float16 scales and dequantizes with
-    :func:`latentstore.torch_quant.dequantize` on ``device`` (same bytes).
+    :func:`latentstore.quantization.torch_quant.dequantize` on ``device`` (same bytes).
 
     ``prefetch`` batches are read ahead on a background thread; the default
     is 2 with a CUDA device (the reads overlap the GPU's work) and 0 on the

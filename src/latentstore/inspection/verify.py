@@ -1,0 +1,496 @@
+"""``latentstore verify``: check that a store is intact, and say exactly where it is not.
+
+:func:`verify` checks everything a download or a long encode can get wrong:
+the group metadata (present, parseable, a format version this library
+reads), every array's ``zarr.json`` against what the metadata implies, every
+chunk file (present, of the right size, crc32c checksum), and the values
+that readers trust: scales finite and non-negative for valid samples, valid
+flags 0 or 1, labels in ``[-1, len(classes))``, absmax codes in
+``[-127, 127]``. It returns a :class:`VerifyReport` listing each problem with
+the array, chunk and samples it concerns.
+
+A chunk of an *incomplete* store whose ``valid`` chunk file does not exist is
+"not written yet" (the writer writes ``valid`` last), not damage; in a
+complete store, or in a finished chunk, a missing file is an error.
+
+Uncompressed chunk files of a local store are streamed straight from disk in
+blocks, so memory stays flat whatever the store's size; compressed arrays and
+remote stores are decoded chunk by chunk through zarr-python, which checks
+their checksums itself.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latentstore import format as fmt
+from latentstore.errors import FormatError, StoreNotFoundError
+from latentstore.format import ArrayLayout, StoreMetadata
+from latentstore.progress import Progress
+
+#: Sample numbers listed per problem; the count says how many there are in all.
+MAX_LISTED_SAMPLES = 20
+#: Bytes read at a time from a latents chunk file.
+BLOCK_BYTES = 4 << 20
+#: Arrays checked first: later checks need the valid flags.
+_ORDER = (fmt.VALID, fmt.LABELS, fmt.SCALES, fmt.FLIP_SCALES, fmt.LATENTS, fmt.FLIP_LATENTS)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a store.
+
+    ``array`` and ``chunk`` say where (None when the problem is not in one
+    array or chunk); ``sample_range`` is the [start, stop) of samples the
+    chunk holds; ``samples`` lists the first affected samples when they are
+    known, and ``sample_count`` how many there are. ``severity`` is
+    ``"error"`` (damage) or ``"warning"`` (e.g. an incomplete store).
+    """
+
+    message: str
+    array: str | None = None
+    chunk: int | None = None
+    sample_range: tuple[int, int] | None = None
+    samples: tuple[int, ...] = ()
+    sample_count: int = 0
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = []
+        if self.array is not None:
+            where.append(f"{self.array!r}")
+        if self.chunk is not None:
+            where.append(f"chunk {self.chunk}")
+        if self.samples:
+            listed = ", ".join(map(str, self.samples))
+            more = f", ... ({self.sample_count} in all)" if self.sample_count > len(self.samples) else ""
+            where.append(f"sample{'s' if self.sample_count > 1 else ''} {listed}{more}")
+        elif self.sample_range is not None:
+            where.append(f"samples [{self.sample_range[0]}, {self.sample_range[1]})")
+        return f"{' '.join(where)}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["samples"] = list(self.samples)
+        data["sample_range"] = list(self.sample_range) if self.sample_range else None
+        return data
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found: ``ok`` is true when no problem is an error."""
+
+    path: str
+    problems: list[Problem] = field(default_factory=list)
+    samples: int | None = None
+    valid: int | None = None
+    complete: bool | None = None
+    arrays: list[str] = field(default_factory=list)
+    chunks_checked: int = 0
+    chunks_pending: list[int] = field(default_factory=list)
+    checksummed_chunks: int = 0
+    bytes_read: int = 0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, message: str, **where) -> None:
+        self.problems.append(Problem(message, **where))
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k != "problems"}
+        data["ok"] = self.ok
+        data["problems"] = [p.to_dict() for p in self.problems]
+        return data
+
+    def __str__(self) -> str:
+        lines = []
+        if self.samples is not None:
+            state = "complete" if self.complete else "INCOMPLETE"
+            lines.append(
+                f"{self.path}: {self.valid:,} valid of {self.samples:,} samples, {state}; "
+                f"{len(self.arrays)} arrays, {self.chunks_checked:,} chunk files checked "
+                f"({self.checksummed_chunks:,} with crc32c), {self.bytes_read / 1e6:,.1f} MB read"
+            )
+        for problem in self.problems:
+            lines.append(f"  {problem.severity.upper()}: {problem}")
+        if self.ok:
+            lines.append("OK" + (f" ({len(self.warnings)} warnings)" if self.warnings else ""))
+        else:
+            lines.append(f"DAMAGED: {len(self.errors)} problems")
+        return "\n".join(lines)
+
+
+# -- access to the bytes ---------------------------------------------------------------
+class _LocalFiles:
+    """A store directory: JSON documents and chunk files read straight from disk."""
+
+    local = True
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._group = None
+
+    def read_json(self, key: str) -> dict | None:
+        """The parsed document, None if absent; FormatError if unreadable."""
+        try:
+            text = (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return _parse_json(text, key)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return (self.root / key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def stream(self, key: str, nbytes: int) -> Iterator[bytes]:
+        """The first ``nbytes`` of a file in blocks, then its remaining bytes as one block."""
+        with open(self.root / key, "rb", buffering=0) as f:
+            left = nbytes
+            while left:
+                block = f.read(min(BLOCK_BYTES, left))
+                if not block:
+                    return
+                left -= len(block)
+                yield block
+            yield f.read()
+
+    def zarr_array(self, name: str):
+        import zarr
+
+        if self._group is None:
+            self._group = zarr.open_group(str(self.root), mode="r", zarr_format=3)
+        return self._group[name]
+
+
+class _FsspecFiles:
+    """A store behind an fsspec URL: its files read with fsspec, its arrays with zarr-python."""
+
+    local = False
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url
+        try:
+            self._fs, self._root = fsspec.core.url_to_fs(url)
+        except Exception as exc:  # fsspec raises whatever its backend raises
+            raise StoreNotFoundError(f"cannot open {url}: {exc}") from exc
+        self._group = None
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self._fs.cat_file(f"{self._root}/{key}")
+        except FileNotFoundError:
+            return None
+
+    def read_json(self, key: str) -> dict | None:
+        data = self._get(key)
+        return None if data is None else _parse_json(data, key)
+
+    def exists(self, key: str) -> bool:
+        return self._fs.exists(f"{self._root}/{key}")
+
+    def zarr_array(self, name: str):
+        import zarr
+
+        if self._group is None:
+            self._group = zarr.open_group(self.url, mode="r", zarr_format=3)
+        return self._group[name]
+
+
+def _parse_json(data: bytes, key: str) -> dict:
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{key} is not valid JSON ({exc}); the file is damaged, restore it from the original") from exc
+    if not isinstance(document, dict):
+        raise FormatError(f"{key} holds a JSON {type(document).__name__}, not an object; the file is damaged")
+    return document
+
+
+# -- the checks -----------------------------------------------------------------------
+def _listed(samples: np.ndarray) -> dict:
+    return {"samples": tuple(int(i) for i in samples[:MAX_LISTED_SAMPLES]), "sample_count": int(len(samples))}
+
+
+class _Verifier:
+    def __init__(self, files, report: VerifyReport, progress: bool):
+        self.files = files
+        self.report = report
+        self.progress = progress
+
+    def run(self) -> None:
+        metadata = self.read_metadata()
+        if metadata is None:
+            return
+        m = self.metadata = metadata
+        report = self.report
+        report.samples, report.complete = m.num_samples, m.complete
+        if not m.complete:
+            report.add(
+                "the store is not finalized (complete is false): it is still being written, or the "
+                "encode was interrupted; rerun the same encode command to finish it",
+                severity="warning",
+            )
+        layouts = self.read_layouts()
+        report.arrays = list(layouts)
+        # Scales are checked where a sample is valid, or where its flag could not be read.
+        self.check_scales = np.ones(m.num_samples, dtype=bool)
+        report.valid = 0
+        self.finished = self.finished_chunks(layouts.get(fmt.VALID))
+        report.chunks_pending = [k for k in range(m.num_chunks) if not self.finished[k]]
+        if report.chunks_pending and not m.complete:
+            pending = report.chunks_pending
+            shown = ", ".join(map(str, pending[:10])) + (" ..." if len(pending) > 10 else "")
+            report.add(
+                f"{len(pending)} of {m.num_chunks} chunks are not written yet ({shown}); their samples "
+                "read as invalid",
+                severity="warning",
+            )
+        with self.progress_bar(layouts) as bar:
+            for name in sorted(layouts, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
+                for chunk in range(m.num_chunks):
+                    self.check_chunk(name, layouts[name], chunk)
+                    bar.update(1)
+        if m.ids:
+            self.check_ids()
+
+    # -- metadata ------------------------------------------------------------
+    def read_metadata(self) -> StoreMetadata | None:
+        report = self.report
+        try:
+            group = self.files.read_json("zarr.json")
+        except FormatError as exc:
+            report.add(str(exc), array="(group)")
+            return None
+        if group is None:
+            raise StoreNotFoundError(f"no latent store at {report.path} (no zarr.json); check the path")
+        attributes = group.get("attributes")
+        if group.get("zarr_format") != 3 or group.get("node_type") != "group":
+            report.add("zarr.json is not Zarr v3 group metadata", array="(group)")
+            return None
+        if not isinstance(attributes, dict) or fmt.ATTRIBUTE_KEY not in attributes:
+            report.add(
+                f"the group has no {fmt.ATTRIBUTE_KEY!r} attribute: it is not a latent store, or its "
+                "metadata was lost",
+                array="(group)",
+            )
+            return None
+        try:
+            return StoreMetadata.from_dict(attributes[fmt.ATTRIBUTE_KEY])
+        except (FormatError, TypeError) as exc:
+            report.add(f"metadata: {exc}", array="(group)")
+            return None
+
+    def read_layouts(self) -> dict[str, ArrayLayout]:
+        """Each array's layout, checked against the metadata; broken arrays are reported and left out."""
+        layouts = {}
+        m = self.metadata
+        for name, (shape, dtype) in m.arrays().items():
+            try:
+                document = self.files.read_json(f"{name}/zarr.json")
+                if document is None:
+                    self.report.add("the array is missing (no zarr.json)", array=name)
+                    continue
+                layout = ArrayLayout.from_zarr_json(document, name)
+                layout.check(name, shape, dtype, m.chunk_samples)
+            except FormatError as exc:
+                self.report.add(str(exc), array=name)
+                continue
+            layouts[name] = layout
+        return layouts
+
+    def finished_chunks(self, valid_layout: ArrayLayout | None) -> np.ndarray:
+        """Which chunks are finished: their ``valid`` chunk file exists."""
+        m = self.metadata
+        if valid_layout is None:
+            return np.ones(m.num_chunks, dtype=bool)
+        return np.array([self.files.exists(self.chunk_key(fmt.VALID, valid_layout, k)) for k in range(m.num_chunks)], dtype=bool)
+
+    def chunk_key(self, name: str, layout: ArrayLayout, chunk: int) -> str:
+        if layout.separator == "/":
+            return f"{name}/{layout.chunk_key(chunk)}"
+        array = self.files.zarr_array(name)
+        return f"{name}/{array.metadata.encode_chunk_key((chunk,) + (0,) * (len(layout.shape) - 1))}"
+
+    # -- chunks -----------------------------------------------------------------
+    def check_chunk(self, name: str, layout: ArrayLayout, chunk: int) -> None:
+        m = self.metadata
+        start, stop = m.chunk_range(chunk)
+        where = {"array": name, "chunk": chunk, "sample_range": (start, stop)}
+        key = self.chunk_key(name, layout, chunk)
+        if not self.files.exists(key):
+            if m.complete or self.finished[chunk]:
+                self.report.add(
+                    f"chunk file {key} is missing; restore the store from its source (or re-encode)", **where
+                )
+            return
+        self.report.chunks_checked += 1
+        if self.files.local and layout.mappable:
+            values = self.read_raw(key, name, layout, chunk, where)
+        else:
+            values = self.read_through_zarr(name, start, stop, where)
+        if values is not None:
+            self.check_values(name, values[: stop - start], start, where)
+
+    def read_raw(self, key: str, name: str, layout: ArrayLayout, chunk: int, where: dict) -> np.ndarray | None:
+        """The chunk's values from its file, after the size and checksum checks; None if damaged."""
+        size = self.files.size(key)
+        if size != layout.chunk_file_nbytes:
+            self.report.add(
+                f"chunk file {key} is {size} bytes, expected {layout.chunk_file_nbytes} "
+                f"({'truncated' if size < layout.chunk_file_nbytes else 'too long'}); restore it from the source",
+                **where,
+            )
+            return None
+        import google_crc32c
+
+        crc = 0
+        blocks = []
+        small = name not in (fmt.LATENTS, fmt.FLIP_LATENTS)
+        trailer = b""
+        row_nbytes = layout.chunk_nbytes // layout.chunk_shape[0]
+        offset = 0
+        bad_rows = []
+        for block in self.files.stream(key, layout.chunk_nbytes):
+            if offset >= layout.chunk_nbytes:
+                trailer = block
+                break
+            self.report.bytes_read += len(block)
+            if layout.has_checksum:
+                crc = google_crc32c.extend(crc, block)
+            if small:
+                blocks.append(block)
+            elif self.metadata.quant.scheme == "absmax":
+                # Stream the latents: only their out-of-range codes are kept.
+                codes = np.frombuffer(block, dtype=np.int8)
+                hits = np.flatnonzero(codes == -128)
+                bad_rows.append(np.unique((offset + hits) // row_nbytes))
+            offset += len(block)
+        if layout.has_checksum:
+            self.report.checksummed_chunks += 1
+            stored = int.from_bytes(trailer, "little")
+            if stored != crc:
+                self.report.add(
+                    f"crc32c checksum mismatch (stored {stored:#010x}, computed {crc:#010x}): the chunk file "
+                    "is corrupt; restore it from the source",
+                    **where,
+                )
+                return None
+        if small:
+            data = b"".join(blocks)
+            return np.frombuffer(data, dtype=layout.dtype.newbyteorder("<")).reshape(layout.chunk_shape)
+        start = where["sample_range"][0]
+        rows = np.concatenate(bad_rows) if bad_rows else np.empty(0, np.int64)
+        self.report_bad_codes(rows[rows < where["sample_range"][1] - start] + start, where)
+        return None
+
+    def read_through_zarr(self, name: str, start: int, stop: int, where: dict) -> np.ndarray | None:
+        try:
+            values = np.asarray(self.files.zarr_array(name)[start:stop])
+        except Exception as exc:  # codecs raise anything from ValueError to zstd's own errors
+            self.report.add(f"the chunk cannot be decoded ({type(exc).__name__}: {exc}); restore it from the source", **where)
+            return None
+        self.report.bytes_read += values.nbytes
+        if self.metadata.quant.scheme == "absmax" and name in (fmt.LATENTS, fmt.FLIP_LATENTS):
+            rows = np.flatnonzero((values.reshape(len(values), -1) == -128).any(axis=1))
+            self.report_bad_codes(rows + start, where)
+            return None
+        return values
+
+    def report_bad_codes(self, samples: np.ndarray, where: dict) -> None:
+        if len(samples):
+            self.report.add(
+                "int8 code -128 found: absmax codes lie in [-127, 127], so these bytes are corrupt",
+                **where,
+                **_listed(samples),
+            )
+
+    def check_values(self, name: str, values: np.ndarray, start: int, where: dict) -> None:
+        m = self.metadata
+        if name == fmt.VALID:
+            bad = np.flatnonzero(values > 1)
+            if len(bad):
+                self.report.add(f"valid flags must be 0 or 1, found {sorted(set(values[bad].tolist()))[:5]}", **where, **_listed(bad + start))
+            self.check_scales[start : start + len(values)] = values == 1
+            self.report.valid += int(np.count_nonzero(values == 1))
+        elif name == fmt.LABELS:
+            high = len(m.classes) if m.classes is not None else np.iinfo(np.int32).max
+            bad = np.flatnonzero((values < -1) | (values >= high))
+            if len(bad):
+                allowed = f"[-1, {high})" if m.classes is not None else "-1 or above"
+                self.report.add(f"labels out of range {allowed}: {values[bad][:5].tolist()}", **where, **_listed(bad + start))
+        elif name in (fmt.SCALES, fmt.FLIP_SCALES):
+            per_sample = values.reshape(len(values), -1)
+            wrong = ~(np.isfinite(per_sample) & (per_sample >= 0)).all(axis=1)
+            bad = np.flatnonzero(wrong & self.check_scales[start : start + len(values)])
+            if len(bad):
+                self.report.add(
+                    f"scales of valid samples must be finite and non-negative, found {per_sample[bad].ravel()[:5].tolist()}",
+                    **where,
+                    **_listed(bad + start),
+                )
+
+    def check_ids(self) -> None:
+        """The ``ids`` array (source names of the samples), decoded through zarr."""
+        m = self.metadata
+        try:
+            array = self.files.zarr_array(fmt.IDS)
+        except Exception as exc:
+            self.report.add(f"the metadata says the store has ids, but the array cannot be opened: {exc}", array=fmt.IDS)
+            return
+        if array.shape != (m.num_samples,):
+            self.report.add(f"shape {array.shape}, expected ({m.num_samples},)", array=fmt.IDS)
+            return
+        for chunk in range(m.num_chunks):
+            start, stop = m.chunk_range(chunk)
+            where = {"array": fmt.IDS, "chunk": chunk, "sample_range": (start, stop)}
+            key = f"{fmt.IDS}/{array.metadata.encode_chunk_key((chunk,))}"
+            if not self.files.exists(key):
+                if m.complete or self.finished[chunk]:
+                    self.report.add(f"chunk file {key} is missing; restore the store from its source", **where)
+                continue
+            self.report.chunks_checked += 1
+            self.read_through_zarr(fmt.IDS, start, stop, where)
+
+    def progress_bar(self, layouts: dict) -> Progress:
+        total = len(layouts) * self.metadata.num_chunks
+        return Progress(total, "verifying", unit="chunk", enabled=self.progress, leave=False)
+
+
+def verify(path, *, progress: bool = False) -> VerifyReport:
+    """Check the store at ``path`` (a directory or an fsspec URL) and report every problem found.
+
+    Never raises for damage, only for a path that holds no store at all
+    (:class:`~latentstore.errors.StoreNotFoundError`). ``progress`` shows a
+    tqdm bar when tqdm is installed.
+    """
+    path = str(path).removeprefix("file://")
+    report = VerifyReport(path=path)
+    if "://" in path:
+        files = _FsspecFiles(path)
+    else:
+        root = Path(path)
+        if not root.is_dir():
+            raise StoreNotFoundError(f"no latent store at {root} (no such directory); check the path")
+        files = _LocalFiles(root)
+    _Verifier(files, report, progress).run()
+    return report

@@ -1,0 +1,417 @@
+"""Opening and reading a store.
+
+For a local store whose latents are uncompressed, reads never touch
+zarr-python: chunk files are memory-mapped once (``_mapped.MappedChunks``)
+and one compiled loop gathers the requested rows, dequantizes, optionally
+normalises and writes the output, without the GIL. Other stores (compressed,
+or behind an fsspec URL) are read through zarr-python and give identical
+values. The small per-sample arrays (scales, labels, valid) are loaded into
+memory when the store is opened.
+"""
+
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+from latentstore import format as fmt
+from latentstore.errors import FormatError, InvalidSampleError, StoreNotFoundError
+from latentstore.format import ArrayLayout, StoreMetadata
+from latentstore.quantization._native import kernels as _kernels
+from latentstore.quantization.kernels import (
+    Normalization,
+    gather_dequantize,
+    output_buffer,
+)
+from latentstore.quantization.threads import threads_for
+from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array
+from latentstore.store.sampling import batch_slices, epoch_order
+
+NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"cannot read {what} at {path}: {exc}") from exc
+
+
+def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
+    """Open the store at ``path`` (a directory or an fsspec URL) for reading."""
+    if mode != "r":
+        raise ValueError("stores open read-only; write with latentstore.create()")
+    return LatentStore(path)
+
+
+def _zarr_array(group, name: str, path: str):
+    """``group[name]``, which must be an array (a damaged store may hold a group or nothing there)."""
+    import zarr
+
+    try:
+        array = group[name]
+    except KeyError:
+        raise FormatError(f"array {name!r} is missing from {path}; the store is damaged") from None
+    if not isinstance(array, zarr.Array):
+        raise FormatError(f"{path}/{name} is a Zarr group, not an array; the store is damaged")
+    return array
+
+
+class LatentStore:
+    """A read-only latent store: ``len(store)``, ``store.read(indices)``, ``store[i]``.
+
+    Reads are thread-safe and work in forked children; pickling a store
+    pickles its path, and the copy reopens (maps) the files itself.
+    """
+
+    def __init__(self, path):
+        self._path = str(path).removeprefix("file://")
+        if fmt.local_path(self._path) is None:
+            self._open_zarr()
+        else:
+            self._open_local()
+        m = self.metadata
+        self._padded_rows = m.num_chunks * m.chunk_samples
+        self._lut = m.quant.lookup_table()
+        self._normalizations: dict[str, Normalization] = {}
+        self._valid_flags = np.ascontiguousarray(self.valid, dtype=np.uint8)
+        self.labels.flags.writeable = False
+        self.valid.flags.writeable = False
+
+    # -- opening -----------------------------------------------------------
+    def _metadata_from(self, attributes: dict) -> StoreMetadata:
+        if fmt.ATTRIBUTE_KEY not in attributes:
+            raise FormatError(
+                f"{self._path} is a Zarr group but not a latent store (no {fmt.ATTRIBUTE_KEY!r} attribute); "
+                "create stores with latentstore.create() or 'latentstore encode'"
+            )
+        return StoreMetadata.from_dict(attributes[fmt.ATTRIBUTE_KEY])
+
+    def _open_local(self) -> None:
+        root = Path(self._path)
+        try:
+            group = _read_json(root / "zarr.json", "Zarr group metadata")
+        except FileNotFoundError:
+            raise StoreNotFoundError(
+                f"no latent store at {root} ({'no zarr.json in it' if root.is_dir() else 'no such directory'}); "
+                "check the path, or create one with 'latentstore encode'"
+            ) from None
+        self.metadata = self._metadata_from(group.get("attributes", {}))
+        layouts = {}
+        for name, (shape, dtype) in self.metadata.arrays().items():
+            try:
+                layout = ArrayLayout.from_zarr_json(_read_json(root / name / "zarr.json", f"array {name!r}"), name)
+            except FileNotFoundError:
+                raise FormatError(f"array {name!r} is missing from {root}; the store is damaged") from None
+            layout.check(name, shape, dtype, self.metadata.chunk_samples)
+            layouts[name] = layout
+        self._layouts = layouts
+        if not all(layout.mappable for layout in layouts.values()):
+            self._open_zarr()
+            return
+        load = lambda name: load_local_array(root / name, name, layouts[name])  # noqa: E731
+        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if self.metadata.flip else [])
+        self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
+        self._scale_bits = self._stack_scales(load, latent_names)
+        n = self.metadata.num_samples
+        self.labels = load(fmt.LABELS)[:n]
+        self.valid = load(fmt.VALID)[:n].astype(bool)
+        self.fast = True
+
+    def _open_zarr(self) -> None:
+        import zarr
+
+        try:
+            group = zarr.open_group(self._path, mode="r", zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise StoreNotFoundError(f"no latent store at {self._path}: {exc}") from exc
+        self.metadata = self._metadata_from(group.attrs.asdict())
+        m = self.metadata
+        arrays = {}
+        for name, (shape, dtype) in m.arrays().items():
+            array = arrays[name] = _zarr_array(group, name, self._path)
+            if array.shape != shape or array.dtype != dtype or array.chunks[0] != m.chunk_samples:
+                raise FormatError(
+                    f"array {name!r}: expected {dtype} {shape} in chunks of {m.chunk_samples}, "
+                    f"got {array.dtype} {array.shape} in chunks of {array.chunks[0]}"
+                )
+        padded = m.num_chunks * m.chunk_samples
+        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if m.flip else [])
+        self._rows = ZarrRows([arrays[name] for name in latent_names], padded)
+
+        def load(name):
+            data = np.asarray(arrays[name][:])
+            pad = [(0, padded - len(data))] + [(0, 0)] * (data.ndim - 1)
+            return np.pad(data, pad)
+
+        self._scale_bits = self._stack_scales(load, latent_names)
+        self.labels = np.ascontiguousarray(arrays[fmt.LABELS][:])
+        self.valid = np.asarray(arrays[fmt.VALID][:]).astype(bool)
+        self.fast = False
+
+    def _stack_scales(self, load, latent_names: list[str]) -> np.ndarray | None:
+        """Every scales array, padded and stacked in the kernels' row space, as uint16 bits."""
+        if not self.metadata.quant.has_scales:
+            return None
+        scales = [load(name.replace("latents", "scales")) for name in latent_names]
+        stacked = np.concatenate(scales).astype(np.float16, copy=False)
+        return np.ascontiguousarray(stacked.reshape(len(stacked), -1)).view(np.uint16)
+
+    def __getstate__(self):
+        return {"path": self._path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def close(self) -> None:
+        """Drop the mappings (reads already running keep theirs until they finish)."""
+        self._rows = None
+
+    def __enter__(self) -> "LatentStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- description -------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.metadata.num_samples, *self.metadata.latent_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.metadata.latent_shape
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return self.metadata.classes
+
+    @property
+    def has_flip(self) -> bool:
+        return self.metadata.flip
+
+    @property
+    def scales(self) -> np.ndarray | None:
+        """Every sample's float16 scales, (N,) or (N, C); None for the affine scheme."""
+        if self._scale_bits is None:
+            return None
+        s = self._scale_bits[: self.metadata.num_samples].view(np.float16)
+        return s[:, 0] if self.metadata.quant.granularity == "sample" else s
+
+    def __len__(self) -> int:
+        return self.metadata.num_samples
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        state = "complete" if m.complete else "INCOMPLETE"
+        return (
+            f"<LatentStore {self._path}: {int(self.valid.sum())}/{m.num_samples} valid samples of "
+            f"{m.latent_shape} {m.quant.code_dtype}, {m.quant.scheme}, {state}, "
+            f"{'mapped' if self.fast else 'zarr'} reads>"
+        )
+
+    # -- indexing ----------------------------------------------------------
+    def _rows_for(self, indices, allow_invalid: bool) -> tuple[np.ndarray, bool]:
+        """Resolve indices to row numbers in [0, N), checking range and validity."""
+        n = self.metadata.num_samples
+        scalar = isinstance(indices, numbers.Integral)
+        if isinstance(indices, slice):
+            indices = np.arange(*indices.indices(n), dtype=np.int64)
+        elif not (
+            isinstance(indices, np.ndarray)
+            and indices.dtype == np.int64
+            and indices.ndim == 1
+            and indices.flags.c_contiguous
+        ):
+            indices = np.asarray(indices)
+            if indices.dtype == bool:
+                if indices.shape != (n,):
+                    raise IndexError(f"a boolean mask must have shape ({n},), got {indices.shape}")
+                indices = np.flatnonzero(indices)
+            elif indices.size and not np.issubdtype(indices.dtype, np.integer):
+                raise TypeError(f"indices must be integers, a slice or a boolean mask, got {indices.dtype}")
+            if indices.ndim > 1:
+                raise IndexError(f"indices must be one-dimensional, got shape {indices.shape}")
+            if indices.dtype == np.uint64 and indices.size and indices.max() > np.iinfo(np.int64).max:
+                raise IndexError(f"index {indices.max()} is out of range for a store of {n} samples")
+            indices = np.ascontiguousarray(indices.reshape(-1), dtype=np.int64)
+        rows = np.empty(len(indices), dtype=np.int64)
+        problem = _kernels.resolve_rows(indices, n, None if allow_invalid else self._valid_flags, rows)
+        if problem >= 0:
+            bad = int(indices[problem // 2])
+            if problem % 2 == 0:
+                raise IndexError(f"index {bad} is out of range for a store of {n} samples")
+            raise InvalidSampleError(
+                f"sample {bad % n} is marked invalid (missing, failed or non-finite); "
+                "pass allow_invalid=True to read it anyway (it reads as zeros), or skip it using store.valid"
+            )
+        return rows, scalar
+
+    def _flip_rows(self, rows: np.ndarray, flip) -> np.ndarray:
+        if flip is None or flip is False:
+            return rows
+        if not self.metadata.flip:
+            raise ValueError(
+                "this store has no flip/ latents; encode with --flip to get them "
+                "(flipping a latent is not the latent of the flipped image)"
+            )
+        mask = np.broadcast_to(np.asarray(flip, dtype=bool), rows.shape)
+        return rows + mask * self._padded_rows
+
+    def normalization(self, normalize) -> Normalization | None:
+        """The :class:`Normalization` a ``normalize=`` argument of :meth:`read` stands for.
+
+        False gives None; True or "stats" the store's per-channel (x - mean) / std;
+        "scaling_factor" the encoder's x * scaling_factor; a Normalization itself.
+        """
+        if isinstance(normalize, Normalization):
+            return normalize
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_MODES} or a Normalization, got {normalize!r}")
+        if normalize is False:
+            return None
+        # Built once per mode: read() asks for it on every batch.
+        mode = "stats" if normalize is True else normalize
+        if mode not in self._normalizations:
+            self._normalizations[mode] = self._build_normalization(mode)
+        return self._normalizations[mode]
+
+    def _build_normalization(self, mode: str) -> Normalization:
+        channels = self.metadata.channels
+        if mode == "scaling_factor":
+            factor = (self.metadata.encoder or {}).get("scaling_factor")
+            if factor is None:
+                raise ValueError("this store records no encoder scaling_factor; pass a Normalization instead")
+            return Normalization(factor, np.zeros(channels), np.ones(channels))
+        stats = self.metadata.stats
+        if stats is None:
+            raise ValueError("this store has no per-channel stats yet (it is not finalized); pass a Normalization instead")
+        return Normalization(1.0, stats["mean"], stats["std"])
+
+    # -- reading -----------------------------------------------------------
+    def read(
+        self,
+        indices,
+        *,
+        dtype=np.float32,
+        normalize=False,
+        out=None,
+        allow_invalid: bool = False,
+        flip=None,
+        num_threads: int | None = None,
+    ):
+        """Dequantized latents and labels of the given samples, in the order asked.
+
+        ``indices``: an int, a sequence or array of ints (negative and
+        repeated indices allowed), a slice or a boolean mask. Returns
+        ``(latents, labels)``: float32 (or float16) latents of shape
+        (n, C, H, W), or (C, H, W) and an int for a single index.
+        ``normalize``: False; ``True``/``"stats"`` for (x̂ - mean_c) / std_c
+        with the store's per-channel stats; ``"scaling_factor"`` for
+        x̂ * scaling_factor; or a :class:`Normalization`. ``flip``: a bool or
+        one bool per sample, reading the flipped image's latent where true.
+        ``out``: a preallocated C-contiguous array to fill.
+        """
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        normalization = self.normalization(normalize)
+        out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out if not scalar else None)
+        source = self._rows
+        if source is None:
+            raise ValueError("this store is closed")
+        addresses, chunk_rows, kernel_rows, scale_bits, keepalive = source.locate(
+            self._flip_rows(rows, flip), self._scale_bits
+        )
+        gather_dequantize(
+            addresses,
+            chunk_rows,
+            kernel_rows,
+            scale_bits,
+            self._lut,
+            out,
+            normalization=normalization,
+            num_threads=num_threads,
+        )
+        del keepalive
+        labels = self.labels[rows]
+        return (out[0], int(labels[0])) if scalar else (out, labels)
+
+    def __getitem__(self, indices):
+        return self.read(indices)[0]
+
+    def codes(self, indices, *, allow_invalid: bool = False, flip=None, num_threads: int | None = None):
+        """The stored codes and scales of the given samples: ``(q, scales)``.
+
+        ``q`` has the store's code dtype (int8); ``scales`` float16 (n,) or
+        (n, C), or None for the affine scheme.
+        """
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        source = self._rows
+        if source is None:
+            raise ValueError("this store is closed")
+        flipped = self._flip_rows(rows, flip)
+        addresses, chunk_rows, kernel_rows, _, keepalive = source.locate(flipped, None)
+        q = np.empty((len(rows), *self.metadata.latent_shape), dtype=self.metadata.code_dtype)
+        if len(rows):
+            _kernels.gather_rows(
+                addresses, chunk_rows, kernel_rows, q.reshape(len(rows), -1).view(np.uint8), threads_for(q.nbytes, num_threads)
+            )
+        del keepalive
+        scales = None
+        if self._scale_bits is not None:
+            scales = self._scale_bits[flipped].view(np.float16)
+            if self.metadata.quant.granularity == "sample":
+                scales = scales[:, 0]
+        if scalar:
+            return q[0], None if scales is None else scales[0]
+        return q, scales
+
+    def ids(self, indices) -> list[str] | str:
+        """The source path or id of each given sample (stores written with ids, e.g. by encode).
+
+        Off the hot path: read through zarr-python (the strings are variable-length).
+        """
+        import zarr
+
+        if not self.metadata.ids:
+            raise ValueError(f"{self._path} records no sample ids (it was written without ids=True)")
+        rows, scalar = self._rows_for(indices, allow_invalid=True)
+        array = _zarr_array(zarr.open_group(self._path, mode="r", zarr_format=3), fmt.IDS, self._path)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        values = np.asarray(array.get_orthogonal_selection((unique,))) if len(unique) else np.empty(0, object)
+        names = [str(values[i]) for i in inverse.reshape(-1)]
+        return names[0] if scalar else names
+
+    def epoch_indices(self, *, shuffle=True, seed=0, epoch=0, rank=0, world_size=1) -> np.ndarray:
+        """This rank's sample order for one epoch (valid samples only); see ``sampling.epoch_order``."""
+        return epoch_order(
+            np.flatnonzero(self.valid), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        dtype=np.float32,
+        normalize=False,
+    ):
+        """Yield ``(latents, labels)`` batches over one epoch of valid samples.
+
+        The order depends on (seed, epoch) alone; with ``world_size > 1``
+        each rank gets a disjoint, equal share of every epoch.
+        """
+        order = self.epoch_indices(shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+        for part in batch_slices(len(order), batch_size, drop_last):
+            yield self.read(order[part], dtype=dtype, normalize=normalize)

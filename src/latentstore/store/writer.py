@@ -1,0 +1,385 @@
+"""Creating and filling a store, chunk by chunk, resumably.
+
+A writer owns whole chunks: ``write(start, ...)`` takes blocks that begin on a
+chunk boundary and span whole chunks (the store's last chunk may be short).
+For every chunk the ``valid`` array is written last, so a chunk whose
+``valid`` chunk file exists is complete, and a crash at any moment leaves at
+worst chunks that read as "not written" and are redone on resume (zarr's
+local store also writes each file atomically).
+"""
+
+import shutil
+
+import numpy as np
+
+from latentstore import format as fmt
+from latentstore.errors import FormatError, IncompatibleStoreError, StoreExistsError
+from latentstore.format import QuantSpec, StoreMetadata
+from latentstore.quantization.kernels import quantize
+from latentstore.store.stats import ChannelMoments
+
+#: Metadata fields that must agree when an existing incomplete store is resumed.
+RESUME_FIELDS = ("num_samples", "latent_shape", "chunk_samples", "quant", "encoder", "source", "flip", "ids", "classes")
+
+COMPRESSORS = (None, "zstd", "blosc")
+
+
+def _codecs(checksum: bool, compressor: str | None):
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"compressor must be one of {COMPRESSORS}, got {compressor!r}")
+    chain: list = []
+    if compressor == "zstd":
+        chain.append(ZstdCodec(level=3))
+    elif compressor == "blosc":
+        chain.append(BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))
+    if checksum:
+        chain.append(Crc32cCodec())
+    return chain
+
+
+def _read_metadata(group) -> StoreMetadata | None:
+    attrs = group.attrs.asdict()
+    if fmt.ATTRIBUTE_KEY not in attrs:
+        return None
+    return StoreMetadata.from_dict(attrs[fmt.ATTRIBUTE_KEY])
+
+
+def create(
+    path,
+    num_samples: int,
+    latent_shape,
+    *,
+    chunk_samples: int | None = None,
+    granularity: str = "sample",
+    quant: QuantSpec | None = None,
+    classes=None,
+    encoder: dict | None = None,
+    source: dict | None = None,
+    flip: bool = False,
+    ids: bool = False,
+    failures: bool = False,
+    checksum: bool = True,
+    compressor: str | None = None,
+    overwrite: bool = False,
+) -> "StoreWriter":
+    """Create a store at ``path`` (a directory or fsspec URL) and return its writer.
+
+    An existing *incomplete* store made with the same settings is resumed:
+    the writer's :meth:`~StoreWriter.pending_chunks` says what is left. A
+    complete store, one made with other settings, or any other existing
+    content is only replaced with ``overwrite=True``.
+
+    ``chunk_samples`` defaults to the power of two giving ~32 MiB chunks;
+    ``granularity`` is ``"sample"`` (one float16 scale per sample) or
+    ``"channel"``; ``quant`` overrides it (the ``affine`` scheme of imported
+    data). ``ids`` adds a string array naming each sample's source,
+    ``failures`` one holding why a sample is invalid ("" when it is fine). ``checksum`` appends crc32c to every chunk; ``compressor``
+    (``"zstd"`` or ``"blosc"``) saves little on int8 codes and takes the
+    store off the memory-mapped fast path.
+    """
+    import zarr
+
+    latent_shape = tuple(int(d) for d in latent_shape)
+    quant = quant or QuantSpec(granularity=granularity)
+    if chunk_samples is None:
+        chunk_samples = fmt.default_chunk_samples(latent_shape, int(num_samples))
+    metadata = StoreMetadata(
+        num_samples=int(num_samples),
+        latent_shape=latent_shape,
+        chunk_samples=int(chunk_samples),
+        quant=quant,
+        encoder=encoder,
+        classes=tuple(classes) if classes is not None else None,
+        source=source,
+        flip=bool(flip),
+        ids=bool(ids),
+    )
+    metadata = StoreMetadata.from_dict(metadata.to_dict())  # normalise through JSON
+    codecs = _codecs(checksum, compressor)
+
+    local = fmt.local_path(path)
+    if local is not None and local.exists():
+        if overwrite:
+            shutil.rmtree(local) if local.is_dir() else local.unlink()
+        elif local.is_dir() and (local / "zarr.json").exists():
+            existing = StoreWriter._open_existing(str(local))
+            if existing is not None:
+                return existing._resume_as(metadata)
+            raise StoreExistsError(f"{local} is a Zarr group but not a latent store; pass overwrite=True to replace it")
+        elif not local.is_dir() or any(local.iterdir()):
+            raise StoreExistsError(f"{local} already exists and is not an empty directory; pass overwrite=True to replace it")
+    elif local is None and not overwrite:
+        existing = StoreWriter._open_existing(path)
+        if existing is not None:
+            return existing._resume_as(metadata)
+
+    store_path = str(local) if local is not None else path
+    group = zarr.open_group(store_path, mode="w" if overwrite else "a", zarr_format=3)
+    for name, (shape, dtype) in metadata.arrays().items():
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=(metadata.chunk_samples, *shape[1:]),
+            dtype=dtype,
+            compressors=codecs,
+            fill_value=0,
+            config={"write_empty_chunks": True},
+            overwrite=overwrite,
+        )
+    for name in [fmt.IDS] * ids + [fmt.FAILURES] * failures:
+        group.create_array(
+            name,
+            shape=(metadata.num_samples,),
+            chunks=(metadata.chunk_samples,),
+            dtype=str,
+            config={"write_empty_chunks": True},
+            overwrite=overwrite,
+        )
+    group.attrs[fmt.ATTRIBUTE_KEY] = metadata.to_dict()
+    return StoreWriter(group, metadata, store_path)
+
+
+class StoreWriter:
+    """Writes whole chunks of a store; see :func:`create`."""
+
+    def __init__(self, group, metadata: StoreMetadata, path):
+        self._group = group
+        self._path = str(path)
+        self._metadata = metadata
+        names = list(metadata.arrays()) + [fmt.IDS] * metadata.ids + [fmt.FAILURES] * (fmt.FAILURES in group)
+        # zarr keeps write_empty_chunks out of the array metadata, so every
+        # handle must ask for it: a chunk file is the "chunk written" marker,
+        # all-zero chunks (a chunk of failures: valid all 0) included.
+        self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
+
+    @classmethod
+    def _open_existing(cls, path) -> "StoreWriter | None":
+        import zarr
+
+        try:
+            group = zarr.open_group(path, mode="r+", zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+            return None
+        metadata = _read_metadata(group)
+        return None if metadata is None else cls(group, metadata, path)
+
+    def _resume_as(self, wanted: StoreMetadata) -> "StoreWriter":
+        if self._metadata.complete:
+            raise StoreExistsError(
+                f"{self.path} is a complete store; pass overwrite=True to replace it, "
+                "or latentstore.open() to read it"
+            )
+        have, want = self._metadata.to_dict(), wanted.to_dict()
+        diffs = [f"{k}: store has {have.get(k)!r}, asked for {want.get(k)!r}" for k in RESUME_FIELDS if have.get(k) != want.get(k)]
+        if diffs:
+            raise IncompatibleStoreError(
+                f"{self.path} holds an unfinished store made with other settings ("
+                + "; ".join(diffs)
+                + "); pass overwrite=True to start again, or use another output path"
+            )
+        return self
+
+    # -- properties --------------------------------------------------------
+    @property
+    def metadata(self) -> StoreMetadata:
+        return self._metadata
+
+    @property
+    def path(self) -> str:
+        """The local directory or URL the store was created or opened at."""
+        return self._path
+
+    def __len__(self) -> int:
+        return self._metadata.num_samples
+
+    def __repr__(self) -> str:
+        m = self._metadata
+        return f"<StoreWriter {self.path} {m.num_samples} x {m.latent_shape}, {len(self.pending_chunks())} of {m.num_chunks} chunks to write>"
+
+    # -- progress ----------------------------------------------------------
+    def completed_chunks(self) -> list[int]:
+        """Chunks whose ``valid`` chunk has been written, i.e. finished."""
+        keys = [f"{fmt.VALID}/c/{k}" for k in range(self._metadata.num_chunks)]
+        root = fmt.local_path(self.path)
+        if root is not None:
+            return [k for k, key in enumerate(keys) if (root / key).exists()]
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(self.path)
+        return [k for k, key in enumerate(keys) if fs.exists(f"{base}/{key}")]
+
+    def pending_chunks(self) -> list[int]:
+        """Chunks still to be written, in order."""
+        done = set(self.completed_chunks())
+        return [k for k in range(self._metadata.num_chunks) if k not in done]
+
+    # -- writing -----------------------------------------------------------
+    def _check_block(self, start: int, n: int) -> int:
+        m = self._metadata
+        stop = start + n
+        if start % m.chunk_samples or not (0 <= start < m.num_samples or n == 0):
+            raise ValueError(
+                f"blocks must start on a chunk boundary (a multiple of {m.chunk_samples}) "
+                f"inside the store of {m.num_samples} samples, got start={start}"
+            )
+        if stop > m.num_samples or (stop % m.chunk_samples and stop != m.num_samples):
+            raise ValueError(
+                f"a block of {n} samples at {start} does not end on a chunk boundary "
+                f"(multiples of {m.chunk_samples}) or at the end of the store ({m.num_samples})"
+            )
+        return stop
+
+    def _codes(self, name: str, latents, codes, valid, n):
+        """(q, scales) for one array from float latents or a (q, scales) pair."""
+        m = self._metadata
+        if (latents is None) == (codes is None):
+            raise ValueError(f"pass exactly one of {name} latents (floats) or codes ((q, scales))")
+        shape = (n, *m.latent_shape)
+        if latents is not None:
+            if not m.quant.has_scales:
+                raise ValueError("this store uses the affine scheme: write its codes, not float latents")
+            latents = np.asarray(latents)
+            if latents.shape != shape:
+                raise ValueError(f"{name} latents must have shape {shape}, got {latents.shape}")
+            if not valid.all():
+                # Invalid samples (failed or non-finite) are stored as zeros.
+                latents = np.where(valid.reshape((n,) + (1,) * len(m.latent_shape)).astype(bool), latents, 0)
+            return quantize(latents, m.quant.granularity or "sample")
+        if m.quant.has_scales:
+            if not (isinstance(codes, tuple) and len(codes) == 2):
+                raise TypeError(f"{name} codes must be a (q, scales) pair")
+            q, scales = np.asarray(codes[0]), np.asarray(codes[1])
+        else:
+            q, scales = np.asarray(codes[0] if isinstance(codes, tuple) else codes), None
+        if q.shape != shape or q.dtype != m.code_dtype:
+            raise ValueError(f"{name} codes must be {m.code_dtype} of shape {shape}, got {q.dtype} {q.shape}")
+        if scales is not None:
+            scale_shape = (n, *m.scale_shape)
+            if scales.shape != scale_shape or scales.dtype != np.float16:
+                raise ValueError(f"{name} scales must be float16 of shape {scale_shape}, got {scales.dtype} {scales.shape}")
+            if not np.isfinite(scales).all():
+                raise ValueError(f"{name} scales must be finite")
+        return q, scales
+
+    def write(
+        self,
+        start: int,
+        latents=None,
+        *,
+        codes=None,
+        labels=None,
+        valid=None,
+        flip_latents=None,
+        flip_codes=None,
+        ids=None,
+        failures=None,
+    ) -> None:
+        """Write samples [start, start + n) — whole chunks.
+
+        ``latents`` are float latents (quantized here) or ``codes`` a
+        ``(q, scales)`` pair already in the store's format. ``labels``
+        defaults to -1; ``valid`` (bool per sample) defaults to all valid:
+        invalid samples are stored as zeros and skipped by readers. Stores
+        made with ``flip=True`` need ``flip_latents`` or ``flip_codes``; with
+        ``ids=True``, ``ids`` (one string per sample). With ``failures=True``,
+        ``failures`` gives the reason of each invalid sample ("" for valid ones;
+        all "" when omitted).
+        """
+        m = self._metadata
+        first = latents if latents is not None else (codes[0] if isinstance(codes, tuple) else codes)
+        if first is None:
+            raise ValueError("pass latents or codes to write")
+        n = len(first)
+        stop = self._check_block(start, n)
+        valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
+        labels = np.full(n, -1, np.int32) if labels is None else np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be {n} integers, got {labels.dtype} {labels.shape}")
+        if m.classes is not None and labels.size and (labels.max() >= len(m.classes) or labels.min() < -1):
+            raise ValueError(f"labels must lie in [-1, {len(m.classes)}) for this store's {len(m.classes)} classes")
+
+        blocks = {fmt.LATENTS: self._codes("", latents, codes, valid, n)}
+        if m.flip:
+            blocks[fmt.FLIP_LATENTS] = self._codes("flip", flip_latents, flip_codes, valid, n)
+        elif flip_latents is not None or flip_codes is not None:
+            raise ValueError("this store was created without flip=True; it has no flip/ arrays")
+        if m.ids != (ids is not None):
+            raise ValueError("pass ids exactly when the store was created with ids=True")
+        if failures is not None and fmt.FAILURES not in self._arrays:
+            raise ValueError("this store was created without failures=True; it has no failures array")
+
+        region = slice(start, stop)
+        for name, (q, scales) in blocks.items():
+            self._arrays[name][region] = q
+            if scales is not None:
+                self._arrays[name.replace("latents", "scales")][region] = scales
+        self._arrays[fmt.LABELS][region] = labels.astype(np.int32)
+        strings = {fmt.IDS: ids}
+        if fmt.FAILURES in self._arrays:
+            strings[fmt.FAILURES] = np.full(n, "", dtype=object) if failures is None else failures
+        for name, values in strings.items():
+            if values is not None:
+                values = np.asarray(values, dtype=object)
+                if values.shape != (n,):
+                    raise ValueError(f"{name} must hold {n} strings, got shape {values.shape}")
+                self._arrays[name][region] = values.astype(str)
+        self._arrays[fmt.VALID][region] = valid.astype(np.uint8)
+
+    def failure_reasons(self) -> dict[int, str]:
+        """sample index -> reason, for every sample the ``failures`` array flags."""
+        if fmt.FAILURES not in self._arrays:
+            return {}
+        reasons = self._arrays[fmt.FAILURES][:]
+        return {int(i): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
+
+    def update_metadata(self, **extra) -> None:
+        """Merge extra JSON entries (e.g. a failures report) into the metadata."""
+        reserved = {f for f in StoreMetadata.__dataclass_fields__} - {"extra"}
+        clash = reserved & set(extra)
+        if clash:
+            raise ValueError(f"{sorted(clash)} are format fields, not extra metadata")
+        self._metadata = self._metadata.replace(extra={**self._metadata.extra, **extra})
+        self._group.attrs[fmt.ATTRIBUTE_KEY] = self._metadata.to_dict()
+
+    # -- finishing ---------------------------------------------------------
+    def finalize(self) -> StoreMetadata:
+        """Compute per-channel stats and mark the store complete.
+
+        Raises FormatError listing the unwritten chunks if any remain.
+        """
+        pending = self.pending_chunks()
+        if pending:
+            shown = ", ".join(map(str, pending[:10])) + (" ..." if len(pending) > 10 else "")
+            raise FormatError(
+                f"{len(pending)} of {self._metadata.num_chunks} chunks are not written yet ({shown}); "
+                "write them (or rerun the same encode command to resume) before finalizing"
+            )
+        m = self._metadata
+        moments = ChannelMoments(m.channels)
+        scales_name = fmt.SCALES if m.quant.has_scales else None
+        lut = m.quant.lookup_table()
+        for chunk in range(m.num_chunks):
+            start, stop = m.chunk_range(chunk)
+            valid = self._arrays[fmt.VALID][start:stop].astype(bool)
+            q = self._arrays[fmt.LATENTS][start:stop]
+            scales = self._arrays[scales_name][start:stop] if scales_name else None
+            moments.add_codes(q[valid], None if scales is None else scales[valid], lut)
+        self._metadata = m.replace(stats=moments.to_dict(), complete=True)
+        self._group.attrs[fmt.ATTRIBUTE_KEY] = self._metadata.to_dict()
+        return self._metadata
+
+    def close(self) -> StoreMetadata:
+        """Finalize (see :meth:`finalize`)."""
+        return self.finalize()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # After an error the store stays incomplete and resumable.
+        if exc_type is None:
+            self.finalize()
