@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/NAME.py): make the package importable
+if __name__ == "__main__" and not __package__:  # python benchmarks/NAME.py: make the package importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
 from benchmarks import (

@@ -74,7 +74,7 @@ def test_only_the_command_line_parses_arguments(path):
 
 @pytest.mark.parametrize("path", [p for p in MODULES if layer(module_name(p)) in NUMPY_ONLY],
                          ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_the_store_and_quantization_layers_never_import_torch_at_module_level(path):
+def test_the_numpy_only_layers_never_import_torch_diffusers_or_pillow(path):
     if path.name == "torch_quant.py":  # the torch twin, imported only by torch users
         return
     for name, _ in imports(path):

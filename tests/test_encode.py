@@ -5,7 +5,6 @@ channels) at 64 px, so latents are (32, 2, 2) and mean nothing.
 """
 
 import importlib
-import importlib.util
 import json
 import multiprocessing
 import shutil
@@ -266,10 +265,8 @@ def test_cli_help_explains_the_options(capsys):
 
 
 def test_the_encode_benchmark_runs_at_smoke_size():
-    path = Path(__file__).parents[1] / "benchmarks" / "encode.py"
-    spec = importlib.util.spec_from_file_location("encode_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import encode as bench
+
     report = bench.main(["--smoke"])
     assert "(a) Preprocessing" in report and "TINY RANDOM DC-AE" in report
     assert report.count("x |") >= 5  # every row carries its ratio to the reference

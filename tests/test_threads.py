@@ -1,5 +1,6 @@
 """The per-process thread budget: its rules, its caps, and the fork rule."""
 
+import json
 import os
 import subprocess
 import sys
@@ -29,8 +30,6 @@ def budget_in_fresh_interpreter(env: dict, code: str = "") -> list:
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "LATENTSTORE_NUM_THREADS")}
     result = subprocess.run([sys.executable, "-c", script], env={**clean, **env}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    import json
-
     return json.loads(result.stdout)
 
 
@@ -56,7 +55,7 @@ def test_torch_thread_setting_counts_once_torch_is_imported():
     assert budget_in_fresh_interpreter({}, "import torch; torch.set_num_threads(1)") == [1, "torch.get_num_threads()"]
 
 
-def test_the_user_overrides_everything_but_the_fork_rule(monkeypatch):
+def test_the_user_overrides_the_environment_and_torch(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("LATENTSTORE_NUM_THREADS", "3")
     latentstore.set_num_threads(None)  # re-read the environment
@@ -150,8 +149,6 @@ def test_two_ranks_under_torchrun_each_get_their_share(tmp_path):
             env={**env, **torchrun_env}, capture_output=True, text=True, timeout=300,
         )
         assert result.returncode == 0, result.stderr
-        import json
-
         lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("[")]
         assert sorted(rank for rank, _, _ in lines) == ["0", "1"]
         for _, threads, reason in lines:

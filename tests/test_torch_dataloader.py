@@ -138,7 +138,14 @@ def collect(loader):
 @pytest.mark.slow
 @pytest.mark.parametrize("collate_fn", [None, collate, custom_collate], ids=["default", "latentstore", "custom"])
 @pytest.mark.parametrize("read_in", ["consumer", "worker"])
-def test_workers_give_the_store_reads_with_every_collate(big_store, collate_fn, read_in):
+def test_workers_give_the_store_reads_with_every_collate(big_store, collate_fn, read_in, monkeypatch):
+    # A RowBatch that lands here finds its store through latentstore.torch._store_at,
+    # in this process only (worker reads use the dataset's own store): count them.
+    import latentstore.torch as module
+
+    landed = []
+    store_at = module._store_at
+    monkeypatch.setattr(module, "_store_at", lambda path: landed.append(path) or store_at(path))
     ds = LatentDataset(big_store, flip_prob=0.5, seed=3, normalize=True, read_in=read_in)
     ds.set_epoch(2)
     options = {} if collate_fn is None else {"collate_fn": collate_fn}
@@ -147,6 +154,8 @@ def test_workers_give_the_store_reads_with_every_collate(big_store, collate_fn, 
                                          persistent_workers=True, **options)
     for _ in range(2):  # persistent workers serve a second pass
         latents, labels = collect(loader)
+    consumer_reads = read_in == "consumer" and collate_fn is not custom_collate
+    assert len(landed) == (2 * len(loader) if consumer_reads else 0)
     positions = np.array(list(sampler))
     samples = ds.indices[positions]
     expected, expected_labels = big_store.read(samples, flip=flip_mask(samples, 0.5, 3, 2), normalize=True)

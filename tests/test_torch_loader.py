@@ -252,10 +252,7 @@ def _ddp_worker(rank, world_size, port, path, out_dir):
         dist.destroy_process_group()
 
 
-def test_ddp_shares_are_disjoint_and_complete(store, tmp_path, monkeypatch):
-    # Spawned ranks import _ddp_worker from this module by name: make sure
-    # they can, whatever earlier tests did to sys.path.
-    monkeypatch.syspath_prepend(os.path.dirname(__file__))
+def test_ddp_shares_are_disjoint_and_complete(store, tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), store.path, str(tmp_path)), nprocs=2)
     valid = set(np.flatnonzero(store.valid).tolist())
     epochs = []

@@ -94,8 +94,8 @@ class RowBatch(collections.abc.MutableMapping):
     Sending a batch of tensors from a worker costs more than reading it:
     torch moves every tensor of every batch through a fresh shared-memory
     segment (measured on 2 cores: about 3.5 ms for a float32 batch of 256
-    (32, 8, 8), 1.3 ms for its int8 codes, while the mapped gather takes
-    0.15 ms). So a worker sends the rows, a few kilobytes, and the batch is
+    (32, 8, 8), 1.2-1.9 ms for its int8 codes, while the mapped gather takes
+    about 0.2 ms). So a worker sends the rows, a few kilobytes, and the batch is
     read from the memory-mapped store where it is unpickled: in the process
     (or pin-memory thread) that iterates the DataLoader. Unpickling a
     ``RowBatch`` gives the tensors, never the ``RowBatch``.
@@ -130,18 +130,13 @@ class RowBatch(collections.abc.MutableMapping):
     def __reduce__(self):
         return _read_row_batch, (self.path, self.rows, self.flip, self.normalize, self.as_list)
 
-    def read(self):
-        """The batch itself: ``[latents, labels]`` (default collate) or ``(latents, labels)``."""
-        return _read_row_batch(self.path, self.rows, self.flip, self.normalize, self.as_list)
-
-
 # The stores opened in this process, by path: a RowBatch unpickled here reads from them.
 _open_stores: dict[str, LatentStore] = {}
 
 
 def _store_at(path: str) -> LatentStore:
     store = _open_stores.get(path)
-    if store is None or store._rows is None:
+    if store is None or store.closed:
         store = _open_stores[path] = LatentStore(path)
     return store
 
@@ -149,8 +144,8 @@ def _store_at(path: str) -> LatentStore:
 def _read_row_batch(path, rows, flip, normalize, as_list):
     # One thread: the DataLoader's workers and the training step share the
     # cores with this read, and an OpenMP team that spins between batches
-    # would starve them (measured: 2 workers fed 0.24 M samples/s with a
-    # 2-thread read here on 2 cores, 0.36 M with one thread).
+    # would starve them (measured on 2 cores: 2 workers fed 0.20-0.24 M
+    # samples/s with a 2-thread read here, 0.36 M with one thread).
     latents, labels = _store_at(path).read(rows, normalize=normalize, flip=flip, num_threads=1)
     batch = (torch.from_numpy(latents), torch.from_numpy(labels.astype(np.int64)))
     return list(batch) if as_list else batch
@@ -180,8 +175,9 @@ def _worker_collate_fn():
     """The collate_fn of the DataLoader worker that is calling ``__getitems__``, if known.
 
     DataLoader's map-style fetcher calls ``dataset.__getitems__`` and then its
-    ``collate_fn``; a caller that is not that fetcher (a Subset, user code)
-    gives None, and the batch is read in place.
+    ``collate_fn``. Only that direct caller counts: a wrapper or subclass in
+    between (a Subset, an override calling ``super()``) may do anything with
+    the batch, so it gives None, and the batch is read in place.
     """
     if torch.utils.data.get_worker_info() is None:
         return None

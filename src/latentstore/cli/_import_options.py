@@ -18,3 +18,15 @@ def add_common_options(parser: argparse.ArgumentParser, default_range) -> None:
     parser.add_argument("--chunk-samples", type=int, default=None, help="samples per chunk (default: the power of two giving ~32 MiB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def common_import_arguments(args) -> dict:
+    """What the options of :func:`add_common_options` ask of ``import_pt`` / ``import_mds``."""
+    return dict(
+        value_range=args.range,
+        requantize=args.requantize,
+        granularity=args.granularity,
+        chunk_samples=args.chunk_samples,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )

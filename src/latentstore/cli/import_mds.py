@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentstore.cli._import_options import add_common_options
+from latentstore.cli._import_options import add_common_options, common_import_arguments
 from latentstore.interop.mds import IMAGENET_INT8_RANGE, IMAGENET_INT8_SHAPE, import_mds
 
 COMMAND_HELP = """\
@@ -34,16 +34,11 @@ def run(args) -> int:
     report = import_mds(
         args.directory,
         args.out,
-        value_range=args.range,
         latent_shape=args.shape,
         latent_column=args.latent_column,
         label_column=args.label_column,
         class_column=args.class_column,
-        requantize=args.requantize,
-        granularity=args.granularity,
-        chunk_samples=args.chunk_samples,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **common_import_arguments(args),
     )
     print(report.summary())
     return 0

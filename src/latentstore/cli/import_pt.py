@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentstore.cli._import_options import add_common_options
+from latentstore.cli._import_options import add_common_options, common_import_arguments
 from latentstore.interop.pt import IMAGENET_3GB_RANGE, import_pt, read_classes
 
 COMMAND_HELP = """\
@@ -33,14 +33,9 @@ def run(args) -> int:
     report = import_pt(
         args.file,
         args.out,
-        value_range=args.range,
-        requantize=args.requantize,
-        granularity=args.granularity,
         classes=read_classes(args.classes) if args.classes else None,
         mmap=not args.no_mmap,
-        chunk_samples=args.chunk_samples,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **common_import_arguments(args),
     )
     print(report.summary())
     return 0

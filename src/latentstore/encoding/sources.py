@@ -96,7 +96,7 @@ class Source(ABC):
     ``len(source)`` samples; ``source.read(i)`` returns ``(raw, label)``
     where ``raw`` is the image file's bytes and ``label`` an int (-1 where
     unknown); a file that cannot be read raises
-    :class:`~latentstore.encoding.preprocess.ImageDecodeError`, like an undecodable one.
+    :class:`~latentstore.errors.ImageDecodeError`, like an undecodable one.
     ``ids`` names each sample (a path relative to ``root``, or a row number),
     ``labels`` is an int32 array, ``classes`` the class names by index (or
     ``None``), and ``describe()`` a JSON-able summary that identifies the

@@ -19,10 +19,7 @@ remote stores are decoded chunk by chunk through zarr-python, which checks
 their checksums itself.
 """
 
-import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -30,11 +27,11 @@ from latentstore import format as fmt
 from latentstore.errors import FormatError, StoreNotFoundError
 from latentstore.format import ArrayLayout, StoreMetadata
 from latentstore.progress import Progress
+from latentstore.store.files import store_files
 
 #: Sample numbers listed per problem; the count says how many there are in all.
 MAX_LISTED_SAMPLES = 20
 #: Bytes read at a time from a latents chunk file.
-BLOCK_BYTES = 4 << 20
 #: Arrays checked first: later checks need the valid flags.
 _ORDER = (fmt.VALID, fmt.LABELS, fmt.SCALES, fmt.FLIP_SCALES, fmt.LATENTS, fmt.FLIP_LATENTS)
 
@@ -131,99 +128,6 @@ class VerifyReport:
         else:
             lines.append(f"DAMAGED: {len(self.errors)} problems")
         return "\n".join(lines)
-
-
-# -- access to the bytes ---------------------------------------------------------------
-class _LocalFiles:
-    """A store directory: JSON documents and chunk files read straight from disk."""
-
-    local = True
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._group = None
-
-    def read_json(self, key: str) -> dict | None:
-        """The parsed document, None if absent; FormatError if unreadable."""
-        try:
-            text = (self.root / key).read_bytes()
-        except FileNotFoundError:
-            return None
-        return _parse_json(text, key)
-
-    def size(self, key: str) -> int | None:
-        try:
-            return (self.root / key).stat().st_size
-        except FileNotFoundError:
-            return None
-
-    def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
-
-    def stream(self, key: str, nbytes: int) -> Iterator[bytes]:
-        """The first ``nbytes`` of a file in blocks, then its remaining bytes as one block."""
-        with open(self.root / key, "rb", buffering=0) as f:
-            left = nbytes
-            while left:
-                block = f.read(min(BLOCK_BYTES, left))
-                if not block:
-                    return
-                left -= len(block)
-                yield block
-            yield f.read()
-
-    def zarr_array(self, name: str):
-        import zarr
-
-        if self._group is None:
-            self._group = zarr.open_group(str(self.root), mode="r", zarr_format=3)
-        return self._group[name]
-
-
-class _FsspecFiles:
-    """A store behind an fsspec URL: its files read with fsspec, its arrays with zarr-python."""
-
-    local = False
-
-    def __init__(self, url: str):
-        import fsspec
-
-        self.url = url
-        try:
-            self._fs, self._root = fsspec.core.url_to_fs(url)
-        except Exception as exc:  # fsspec raises whatever its backend raises
-            raise StoreNotFoundError(f"cannot open {url}: {exc}") from exc
-        self._group = None
-
-    def _get(self, key: str) -> bytes | None:
-        try:
-            return self._fs.cat_file(f"{self._root}/{key}")
-        except FileNotFoundError:
-            return None
-
-    def read_json(self, key: str) -> dict | None:
-        data = self._get(key)
-        return None if data is None else _parse_json(data, key)
-
-    def exists(self, key: str) -> bool:
-        return self._fs.exists(f"{self._root}/{key}")
-
-    def zarr_array(self, name: str):
-        import zarr
-
-        if self._group is None:
-            self._group = zarr.open_group(self.url, mode="r", zarr_format=3)
-        return self._group[name]
-
-
-def _parse_json(data: bytes, key: str) -> dict:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{key} is not valid JSON ({exc}); the file is damaged, restore it from the original") from exc
-    if not isinstance(document, dict):
-        raise FormatError(f"{key} holds a JSON {type(document).__name__}, not an object; the file is damaged")
-    return document
 
 
 # -- the checks -----------------------------------------------------------------------
@@ -485,12 +389,8 @@ def verify(path, *, progress: bool = False) -> VerifyReport:
     """
     path = str(path).removeprefix("file://")
     report = VerifyReport(path=path)
-    if "://" in path:
-        files = _FsspecFiles(path)
-    else:
-        root = Path(path)
-        if not root.is_dir():
-            raise StoreNotFoundError(f"no latent store at {root} (no such directory); check the path")
-        files = _LocalFiles(root)
+    files = store_files(path)
+    if files.local and not files.root.is_dir():
+        raise StoreNotFoundError(f"no latent store at {files.root} (no such directory); check the path")
     _Verifier(files, report, progress).run()
     return report

@@ -8,15 +8,16 @@ budget is, first match wins:
 
 1. ``set_num_threads(n)``, then ``LATENTSTORE_NUM_THREADS``: the user's word;
 2. ``OMP_NUM_THREADS`` (torchrun sets it to 1 for every rank);
-3. torch's intra-op thread count, when torch is already imported (it is 1
-   inside DataLoader workers);
+3. torch's intra-op thread count, when torch is already imported (torch sets
+   it to 1 inside DataLoader workers);
 4. the cores this process may run on (affinity and cgroup quota) divided by
    the number of processes on this node (``LOCAL_WORLD_SIZE``, or the
    ``torch.distributed`` world size when only that is known).
 
 2-4 are capped at the cores divided by the local world size, never below one.
 
-A process made by ``fork`` never starts an OpenMP team. GNU libgomp (torch's
+A process made by ``fork`` (its pid is not the one that imported this
+module) never starts an OpenMP team. GNU libgomp (torch's
 ``libgomp.so.1``, which the kernels share when torch is loaded) leaves a
 forked child a thread pool whose threads do not exist, and the child's first
 team waits for them forever; whether the parent ever started a team (any
@@ -44,16 +45,6 @@ MAX_THREADS = 1024
 
 _num_threads: int | None = None
 _import_pid = os.getpid()
-_forked = False
-
-
-def _after_fork_in_child() -> None:
-    global _forked
-    _forked = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ThreadBudget(NamedTuple):
@@ -130,14 +121,7 @@ def local_world_size() -> tuple[int, str]:
 
 
 def _in_forked_child() -> bool:
-    return _forked or os.getpid() != _import_pid
-
-
-def _in_dataloader_worker() -> bool:
-    torch = sys.modules.get("torch")
-    if torch is None or "torch.utils.data" not in sys.modules:
-        return False
-    return torch.utils.data.get_worker_info() is not None
+    return os.getpid() != _import_pid
 
 
 _cached: tuple[tuple, ThreadBudget] | None = None
@@ -154,14 +138,7 @@ def thread_budget() -> ThreadBudget:
     torch = sys.modules.get("torch")
     torch_threads = torch.get_num_threads() if torch is not None and hasattr(torch, "get_num_threads") else None
     dist = getattr(torch, "distributed", None) if torch is not None else None
-    key = (
-        os.getpid(),
-        _forked,
-        _num_threads,
-        torch_threads,
-        _in_dataloader_worker(),
-        dist is not None and dist.is_available() and dist.is_initialized(),
-    )
+    key = (os.getpid(), _num_threads, torch_threads, dist is not None and dist.is_available() and dist.is_initialized())
     if _cached is not None and _cached[0] == key:
         return _cached[1]
     budget = _compute_budget()
@@ -190,8 +167,6 @@ def _compute_budget() -> ThreadBudget:
     omp = _env_count("OMP_NUM_THREADS")
     if omp is not None:
         return capped(omp, "OMP_NUM_THREADS")
-    if _in_dataloader_worker():
-        return ThreadBudget(1, "DataLoader worker")
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "get_num_threads"):
         return capped(max(1, torch.get_num_threads()), "torch.get_num_threads()")
@@ -218,9 +193,11 @@ def threads_for(nbytes: int, requested: int | None = None) -> int:
     """
     if requested is not None:
         _check_count(requested, "num_threads")
-        if _in_forked_child():
-            return 1
-        threads = requested
-    else:
+    work = nbytes // PARALLEL_MIN_BYTES_PER_THREAD
+    if work < 2:  # one thread's worth: no budget to look up (most small reads)
+        return 1
+    if requested is None:
         threads = get_num_threads()
-    return max(1, min(threads, nbytes // PARALLEL_MIN_BYTES_PER_THREAD, available_cores()))
+    else:
+        threads = 1 if _in_forked_child() else requested
+    return min(threads, work, available_cores())

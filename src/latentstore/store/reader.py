@@ -170,6 +170,11 @@ class LatentStore:
         """Drop the mappings (reads already running keep theirs until they finish)."""
         self._rows = None
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has dropped the mappings (reads then raise)."""
+        return self._rows is None
+
     def __enter__(self) -> "LatentStore":
         return self
 

@@ -16,6 +16,7 @@ from latentstore import format as fmt
 from latentstore.errors import FormatError, IncompatibleStoreError, StoreExistsError
 from latentstore.format import QuantSpec, StoreMetadata
 from latentstore.quantization.kernels import quantize
+from latentstore.store.files import store_files
 from latentstore.store.stats import ChannelMoments
 
 #: Metadata fields that must agree when an existing incomplete store is resumed.
@@ -201,14 +202,8 @@ class StoreWriter:
     # -- progress ----------------------------------------------------------
     def completed_chunks(self) -> list[int]:
         """Chunks whose ``valid`` chunk has been written, i.e. finished."""
-        keys = [f"{fmt.VALID}/c/{k}" for k in range(self._metadata.num_chunks)]
-        root = fmt.local_path(self.path)
-        if root is not None:
-            return [k for k, key in enumerate(keys) if (root / key).exists()]
-        import fsspec
-
-        fs, base = fsspec.core.url_to_fs(self.path)
-        return [k for k, key in enumerate(keys) if fs.exists(f"{base}/{key}")]
+        files = store_files(self.path)
+        return [k for k in range(self._metadata.num_chunks) if files.exists(f"{fmt.VALID}/c/{k}")]
 
     def pending_chunks(self) -> list[int]:
         """Chunks still to be written, in order."""
