@@ -5,7 +5,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -87,14 +87,30 @@ def test_loader_batches_are_the_store_reads(store, prefetch, dequantize_on, norm
     assert_batches_equal(cloned(loader), expected)
 
 
-def test_cpu_batches_stay_intact_until_the_next_is_requested(store):
+def test_cpu_batches_stay_intact_until_the_next_is_requested(store, monkeypatch):
     loader = LatentLoader(store, 4, prefetch=2)
     expected = list(expected_batches(store, 4))
-    for (latents, labels), (want, want_labels) in zip(loader, expected):
-        # Give the prefetch thread time to run ahead over every other buffer.
-        time.sleep(0.005)
+    fills = threading.Semaphore(0)
+    fill = loader._fill
+
+    def counted_fill(*args):
+        ready = fill(*args)
+        fills.release()
+        return ready
+
+    monkeypatch.setattr(loader, "_fill", counted_fill)
+    filled = 0
+    got = 0
+    for (latents, labels), (want, want_labels) in zip(loader, expected, strict=True):
+        got += 1
+        # Let the prefetch thread run as far ahead as it can (into every other
+        # buffer) before looking at the batch in hand.
+        while filled < min(got + loader.prefetch, len(expected)):
+            assert fills.acquire(timeout=30), "the prefetch thread stopped filling"
+            filled += 1
         assert latents.numpy().tobytes() == want.tobytes()
         assert labels.tolist() == want_labels.tolist()
+    assert got == len(expected) == len(loader)
 
 
 def test_epochs_advance_and_differ(store):
@@ -183,7 +199,8 @@ def test_loader_reopens_a_path_and_skips_invalid_samples(store):
 def dataloader_cases():
     yield pytest.param(0, None, id="no-workers")
     for method in ("fork", "spawn", "forkserver"):
-        yield pytest.param(2, method, id=f"2-workers-{method}")
+        marks = () if method == "fork" else pytest.mark.slow  # a fresh interpreter per worker
+        yield pytest.param(2, method, id=f"2-workers-{method}", marks=marks)
 
 
 @pytest.mark.parametrize(("num_workers", "method"), list(dataloader_cases()))
@@ -252,6 +269,7 @@ def _ddp_worker(rank, world_size, port, path, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_shares_are_disjoint_and_complete(store, tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), store.path, str(tmp_path)), nprocs=2)
     valid = set(np.flatnonzero(store.valid).tolist())
@@ -295,6 +313,7 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_readers_share_one_copy_and_never_import_torch(tmp_path):
     """4 processes each read every sample of a 64 MiB store, in batches of 256.
 
@@ -345,17 +364,3 @@ def test_readers_share_one_copy_and_never_import_torch(tmp_path):
 
 
 # -- the loader benchmark at smoke size ---------------------------------------
-def test_loader_benchmark_smoke(tmp_path):
-    from benchmarks import loader as benchmark
-
-    text = benchmark.main([
-        "--samples", "2000", "--pickle-samples", "500", "--batch-size", "32", "--threads", "1",
-        "--seconds", "0.02", "--pss-processes", "1", "--dir", str(tmp_path), "--results", str(tmp_path / "results"),
-    ])
-    assert (tmp_path / "results" / "loader.md").read_text() == text
-    assert "SYNTHETIC" in text and "scaled linearly by 4.00" in text
-    rows = [line for line in text.splitlines() if line.startswith("| (")]
-    assert [row[3] for row in rows] == list("abcdefg") + list("aef") + list("aaaa")  # methods, memory, targets
-    for row in rows[:7]:
-        assert float(row.split("|")[2].replace(",", "")) > 0  # samples/s were measured
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # scratch data removed

@@ -51,7 +51,7 @@ def _as_float32_samples(x) -> np.ndarray:
 
 
 def group_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
-    """(groups per sample, values per group) for a sample of ``shape``."""
+    """(groups per sample, values per group) for a sample of ``shape`` (at least one axis)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be 'sample' or 'channel', got {granularity!r}")
     size = int(np.prod(shape))
@@ -59,8 +59,6 @@ def group_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
         raise ValueError(f"a latent sample must hold at least one value, got shape {shape}")
     if granularity == "sample":
         return 1, size
-    if len(shape) < 1:
-        raise ValueError("per-channel quantization needs latents of shape (N, C, ...)")
     return shape[0], size // shape[0]
 
 

@@ -33,7 +33,10 @@ def _grouped(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, int]:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}; use latentstore.quantize for numpy arrays")
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"latents must be float32, float16 or bfloat16, got {x.dtype}; convert them with x.float()")
+        raise TypeError(
+            f"latents must be float32, float16, bfloat16 or float64 (quantized as float32), got {x.dtype}; "
+            "convert them with x.float()"
+        )
     if x.ndim < 2:
         raise ValueError(f"latents must have shape (N, ...) with at least 2 axes, got shape {tuple(x.shape)}")
     groups, size = group_shape(tuple(x.shape[1:]), granularity)

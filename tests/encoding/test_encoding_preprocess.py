@@ -1,5 +1,4 @@
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,12 @@ from latentstore.encoding.preprocess import (
     resize_center_crop,
 )
 from latentstore.errors import FormatError, SourceError
+from tests.paths import IMAGES
+from tests.paths import PHOTOS as PHOTO_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT / "tests" / "data" / "images"
 ODD = sorted((IMAGES / "odd").iterdir())
 BROKEN = sorted((IMAGES / "broken").iterdir())
-PHOTOS = sorted((ROOT / "src" / "latentstore" / "data" / "photos").glob("*/*.JPEG"))
+PHOTOS = sorted(PHOTO_DIR.glob("*/*.JPEG"))
 
 
 def rgb(path):

@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import latentstore  # noqa: E402
 from examples import train_dit  # noqa: E402
 
-import latentstore  # noqa: E402
-
+pytestmark = pytest.mark.slow  # a few training steps of the example
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):

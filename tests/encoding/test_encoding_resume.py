@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import IMAGES, PHOTOS
+
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow  # real encode processes, killed and resumed, and torchrun
 
 import latentstore  # noqa: E402
 from latentstore.encoding.backends import save_tiny_model  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "images"
-PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
+DATA = IMAGES
 KILL_ENV = "LATENTSTORE_TEST_KILL_AFTER_CHUNKS"
 
 

@@ -1,4 +1,4 @@
-"""Writing and reading stores: the mapped fast path, the zarr fallback, indexing, iteration."""
+"""Reading stores (store/reader.py): the mapped fast path, the zarr fallback, indexing, threads, pickling."""
 
 import json
 import os
@@ -17,52 +17,11 @@ from latentstore.errors import (
     CorruptChunkError,
     FormatError,
     FormatVersionError,
-    IncompatibleStoreError,
     InvalidSampleError,
     NonFiniteError,
-    StoreExistsError,
     StoreNotFoundError,
 )
-
-N, SHAPE, CHUNK = 300, (4, 4, 4), 64
-
-
-def write_store(path, x, *, labels=None, valid=None, flip=False, chunk=CHUNK, **options):
-    writer = latentstore.create(path, len(x), x.shape[1:], chunk_samples=chunk, flip=flip, **options)
-    for start in range(0, len(x), chunk):
-        block = slice(start, start + chunk)
-        writer.write(
-            start,
-            x[block],
-            labels=None if labels is None else labels[block],
-            valid=None if valid is None else valid[block],
-            flip_latents=-x[block] if flip else None,
-        )
-    writer.close()
-    return latentstore.open(path)
-
-
-@pytest.fixture
-def data(latents_factory):
-    x = latents_factory(N, SHAPE, seed=7)
-    labels = (np.arange(N) % 5).astype(np.int32)
-    return x, labels
-
-
-@pytest.fixture(params=["sample", "channel"])
-def store(request, tmp_path, data):
-    x, labels = data
-    return write_store(tmp_path / "s.zarr", x, labels=labels, classes=list("abcde"), granularity=request.param)
-
-
-def expected_values(store, x, rows):
-    q, s = latentstore.quantize(x[rows], store.metadata.quant.granularity)
-    return latentstore.dequantize(q, s)
-
-
-@pytest.fixture(autouse=True)
-def _every_kernel_build(each_kernel_variant):
-    """Every test here runs against each compiled kernel build (baseline, AVX2)."""
+from tests.store.stores import CHUNK, SHAPE, N, expected_values, write_store
 
 
 # -- reading -------------------------------------------------------------------
@@ -170,30 +129,10 @@ def test_non_finite_latents_of_valid_samples_are_an_error(tmp_path, data):
 
 
 # -- iteration -----------------------------------------------------------------
-def test_batches_order_depends_on_seed_and_epoch_only(store):
-    def labels_of(**kw):
-        return [lab.tolist() for _, lab in store.batches(50, **kw)]
-
-    assert labels_of(seed=1, epoch=2) == labels_of(seed=1, epoch=2)
-    assert labels_of(seed=1, epoch=2) != labels_of(seed=1, epoch=3)
-    unshuffled = np.concatenate([lab for _, lab in store.batches(50, shuffle=False)])
-    np.testing.assert_array_equal(unshuffled, store.labels)
 
 
-@pytest.mark.parametrize("world_size", [2, 3, 7])
-def test_ranks_get_disjoint_equal_shares(store, world_size):
-    shares = [store.epoch_indices(seed=3, epoch=1, rank=r, world_size=world_size) for r in range(world_size)]
-    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == N // world_size
-    joined = np.concatenate(shares)
-    assert len(np.unique(joined)) == len(joined)
-    with pytest.raises(ValueError, match="rank"):
-        store.epoch_indices(rank=world_size, world_size=world_size)
 
 
-def test_batch_sizes_and_drop_last(store):
-    sizes = [len(lab) for _, lab in store.batches(128)]
-    assert sizes == [128, 128, 44]
-    assert [len(lab) for _, lab in store.batches(128, drop_last=True)] == [128, 128]
 
 
 # -- concurrency and processes -------------------------------------------------------
@@ -288,16 +227,6 @@ def test_uncompressed_store_is_plain_zarr(store, data):
 
 
 # -- flip ------------------------------------------------------------------------------
-def test_flip_latents(tmp_path, data):
-    x, labels = data
-    store = write_store(tmp_path / "f.zarr", x, labels=labels, flip=True)
-    plain, _ = store.read([3, 4])
-    flipped, _ = store.read([3, 4], flip=True)
-    np.testing.assert_array_equal(flipped, -plain)
-    mixed, _ = store.read([3, 4], flip=[False, True])
-    np.testing.assert_array_equal(mixed, [plain[0], -plain[1]])
-    q, s = store.codes([3], flip=True)
-    np.testing.assert_array_equal(q, -store.codes([3])[0])
 
 
 def test_flip_without_flip_latents_is_a_clear_error(store):
@@ -306,93 +235,14 @@ def test_flip_without_flip_latents_is_a_clear_error(store):
 
 
 # -- writing, resuming, overwriting ----------------------------------------------------
-def test_resume_continues_an_incomplete_store_and_matches_a_straight_run(tmp_path, data):
-    x, labels = data
-    straight = write_store(tmp_path / "straight.zarr", x, labels=labels)
-    path = tmp_path / "resumed.zarr"
-    writer = latentstore.create(path, N, SHAPE, chunk_samples=CHUNK)
-    writer.write(0, x[:CHUNK], labels=labels[:CHUNK])
-    writer.write(128, x[128:192], labels=labels[128:192])
-    del writer  # "crash"
-    partial = latentstore.open(path)
-    assert not partial.metadata.complete and partial.valid.sum() == 2 * CHUNK
-    with pytest.raises(InvalidSampleError):
-        partial.read([70])
-    writer = latentstore.create(path, N, SHAPE, chunk_samples=CHUNK)
-    assert writer.pending_chunks() == [1, 3, 4]
-    with pytest.raises(FormatError, match="3 of 5 chunks"):
-        writer.close()
-    for k in writer.pending_chunks():
-        writer.write(k * CHUNK, x[k * CHUNK : (k + 1) * CHUNK], labels=labels[k * CHUNK : (k + 1) * CHUNK])
-    writer.close()
-    for array in ("latents", "scales", "labels", "valid"):
-        for k in range(5):
-            key = f"{array}/c/{k}" + ("/0/0/0" if array == "latents" else "")
-            assert (path / key).read_bytes() == (straight.path and (tmp_path / "straight.zarr" / key).read_bytes())
-    assert latentstore.open(path).metadata.stats == straight.metadata.stats
 
 
-def test_existing_stores_are_protected(tmp_path, data):
-    x, _ = data
-    path = tmp_path / "s.zarr"
-    write_store(path, x)
-    with pytest.raises(StoreExistsError, match="overwrite=True"):
-        latentstore.create(path, N, SHAPE, chunk_samples=CHUNK)
-    writer = latentstore.create(path, 10, SHAPE, overwrite=True)
-    assert writer.pending_chunks() == [0]
-    with pytest.raises(IncompatibleStoreError, match="num_samples"):
-        latentstore.create(path, 11, SHAPE)
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "file.txt").write_text("hi")
-    with pytest.raises(StoreExistsError, match="not an empty directory"):
-        latentstore.create(tmp_path / "other", 10, SHAPE)
 
 
-def test_write_rejects_misaligned_blocks_and_bad_input(tmp_path, data):
-    x, _ = data
-    writer = latentstore.create(tmp_path / "s.zarr", N, SHAPE, chunk_samples=CHUNK, classes=["a", "b"])
-    with pytest.raises(ValueError, match="chunk boundary"):
-        writer.write(10, x[:CHUNK])
-    with pytest.raises(ValueError, match="does not end"):
-        writer.write(0, x[:10])
-    with pytest.raises(ValueError, match="shape"):
-        writer.write(0, x[:CHUNK, :2])
-    with pytest.raises(ValueError, match="labels must lie"):
-        writer.write(0, x[:CHUNK], labels=np.full(CHUNK, 2))
-    with pytest.raises(ValueError, match="flip=True"):
-        writer.write(0, x[:CHUNK], flip_latents=x[:CHUNK])
-    writer.write(256, x[256:])  # the short last chunk
-    q, s = latentstore.quantize(x[:CHUNK])
-    writer.write(0, codes=(q, s))
-    with pytest.raises(ValueError, match="float16"):
-        writer.write(0, codes=(q, s.astype(np.float32)))
 
 
-def test_ids_are_stored(tmp_path, data):
-    import zarr
-
-    x, _ = data
-    writer = latentstore.create(tmp_path / "s.zarr", CHUNK, SHAPE, chunk_samples=CHUNK, ids=True)
-    names = [f"class/img_{i}.jpg" for i in range(CHUNK)]
-    writer.write(0, x[:CHUNK], ids=names)
-    writer.close()
-    assert list(zarr.open_group(tmp_path / "s.zarr", mode="r")["ids"][:5]) == names[:5]
-    store = latentstore.open(tmp_path / "s.zarr")
-    assert store.ids([3, -1, 3]) == [names[3], names[-1], names[3]] and store.ids(7) == names[7]
-    with pytest.raises(IndexError):
-        store.ids([CHUNK])
 
 
-def test_affine_scheme_uses_the_lookup_table(tmp_path):
-    quant = latentstore.QuantSpec.affine(13 / 255, -6.5)
-    q = np.random.default_rng(0).integers(0, 256, size=(CHUNK, *SHAPE), dtype=np.uint8)
-    writer = latentstore.create(tmp_path / "a.zarr", CHUNK, SHAPE, chunk_samples=CHUNK, quant=quant)
-    writer.write(0, codes=q)
-    writer.close()
-    store = latentstore.open(tmp_path / "a.zarr")
-    latents, _ = store.read([5, 1])
-    np.testing.assert_array_equal(latents, (q[[5, 1]].astype(np.float64) * 13 / 255 - 6.5).astype(np.float32))
-    assert store.scales is None and store.codes([1])[1] is None
 
 
 # -- opening bad stores ------------------------------------------------------------------
@@ -446,16 +296,3 @@ def test_huge_unsigned_index_is_out_of_range(store):
         store.read(np.array([2**63 + 5], np.uint64))
 
 
-def test_a_chunk_of_failures_is_still_written(tmp_path):
-    """All-zero chunks (every sample invalid, labels 0) must land, or the chunk never counts as done."""
-    writer = latentstore.create(tmp_path / "s.zarr", 8, SHAPE, chunk_samples=4, failures=True)
-    writer.write(0, np.zeros((4, *SHAPE), np.float32), labels=np.zeros(4, int), valid=[False] * 4,
-                 failures=["truncated file", "empty file", "not an image", "bad crc"])
-    writer.write(4, np.ones((4, *SHAPE), np.float32), labels=np.zeros(4, int))
-    assert writer.pending_chunks() == []
-    assert writer.failure_reasons() == {0: "truncated file", 1: "empty file", 2: "not an image", 3: "bad crc"}
-    writer.close()
-    store = latentstore.open(tmp_path / "s.zarr")
-    assert store.valid.tolist() == [False] * 4 + [True] * 4
-    with pytest.raises(ValueError, match="failures=True"):
-        latentstore.create(tmp_path / "t.zarr", 4, SHAPE).write(0, np.zeros((4, *SHAPE), np.float32), failures=[""] * 4)

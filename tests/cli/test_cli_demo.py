@@ -7,6 +7,7 @@ from PIL import Image
 from latentstore import cli
 from latentstore.cli.demo import sample_photos
 
+pytestmark = pytest.mark.slow  # the whole demo, twice
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):

@@ -116,6 +116,7 @@ def test_affine_store_counts_the_code_range_ends(tmp_path, latents):
     assert stats.scale_percentiles is None and stats.mismatches == []
 
 
+@pytest.mark.slow
 def test_png_is_written(store, tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image

@@ -50,6 +50,7 @@ def test_omp_num_threads_counts_and_is_capped_by_the_node_share():
     assert threads == CORES and "capped" in reason
 
 
+@pytest.mark.slow
 def test_torch_thread_setting_counts_once_torch_is_imported():
     pytest.importorskip("torch")
     assert budget_in_fresh_interpreter({}, "import torch; torch.set_num_threads(1)") == [1, "torch.get_num_threads()"]

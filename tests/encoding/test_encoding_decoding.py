@@ -1,7 +1,6 @@
 """Decoding stores back to images with a tiny random DC-AE: shapes, grids, comparison with the source, errors."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 import latentstore
 from latentstore import cli
 from latentstore.errors import InvalidSampleError, ModelLoadError
+from tests.paths import PHOTOS
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +17,6 @@ from latentstore.encoding.decoding import decode, load_decoder, source_crops  # 
 from latentstore.encoding.preprocess import Preprocessing  # noqa: E402
 from latentstore.encoding.sources import open_source  # noqa: E402
 
-PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
 RESOLUTION = 64  # the tiny DC model compresses 32x: (32, 2, 2) latents
 
 

@@ -3,7 +3,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from latentstore.encoding.sources import (
     open_source,
 )
 from latentstore.errors import SourceError
+from tests.paths import PHOTOS
 
-PHOTOS = Path(__file__).resolve().parents[1] / "src" / "latentstore" / "data" / "photos"
 PHOTO_FILES = sorted(PHOTOS.glob("*/*.JPEG"))
 SYNSETS = [f"n{k:08d}" for k in range(20)]
 

@@ -7,14 +7,13 @@ the test run: ``python tests/test_golden.py --regenerate``.
 
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import latentstore
+from tests.paths import GOLDEN
 
-GOLDEN = Path(__file__).parent / "data" / "golden"
 CASES = {
     "v1-sample-flip": dict(granularity="sample", flip=True),
     "v1-channel": dict(granularity="channel"),

@@ -8,10 +8,11 @@ import importlib
 import json
 import multiprocessing
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.paths import IMAGES, PHOTOS
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -23,8 +24,7 @@ from latentstore.encoding.preprocess import Preprocessing  # noqa: E402
 from latentstore.encoding.sources import ImageFolderSource  # noqa: E402
 from latentstore.errors import IncompatibleStoreError, StoreExistsError  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "images"
-PHOTOS = Path(latentstore.__file__).parent / "data" / "photos"
+DATA = IMAGES
 encode_module = importlib.import_module("latentstore.encoding.pipeline")
 RESOLUTION = 64
 OPTIONS = dict(resolution=RESOLUTION, chunk_samples=8, batch_size=4, device="cpu", progress=False)
@@ -262,11 +262,3 @@ def test_cli_help_explains_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--flip", "--class-list-from", "--resize", "--limit", "torchrun", "resumes"):
         assert option in text
-
-
-def test_the_encode_benchmark_runs_at_smoke_size():
-    from benchmarks import encode as bench
-
-    report = bench.main(["--smoke"])
-    assert "(a) Preprocessing" in report and "TINY RANDOM DC-AE" in report
-    assert report.count("x |") >= 5  # every row carries its ratio to the reference

@@ -1,14 +1,10 @@
 """The compression benchmark at smoke size, its schemes and its synthetic latents."""
 
-
 import numpy as np
 import pytest
-from benchmarks import (
-    compression,  # noqa: E402
-    synthetic,  # noqa: E402
-)
 
-import latentstore  # noqa: E402
+import latentstore
+from benchmarks import compression, synthetic
 
 SMOKE_SAMPLES = 300
 
@@ -131,6 +127,7 @@ def test_global_uint8_error_within_half_a_step_inside_the_range():
     assert error.max() <= 13 / 255 / 2 + 1e-6
 
 
+@pytest.mark.slow
 def test_images_with_a_random_model_say_the_pixel_columns_are_meaningless(tmp_path):
     from latentstore.encoding.backends import load_backend, save_tiny_model
 

@@ -1,0 +1,128 @@
+"""Every benchmark runs at smoke size, so none can rot; their verdicts follow their figures."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.paths import REPO
+
+
+def load(name):
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def test_read_benchmark_smoke(tmp_path, capsys):
+    text = load("read").main(
+        ["--samples", "3000", "--chunk-samples", "1024", "--threads", "1", "2", "--quick",
+         "--dir", str(tmp_path), "--results", str(tmp_path), "--name", "read-smoke"]
+    )
+    assert (tmp_path / "read-smoke.md").read_text().strip() == text.strip()
+    for method in ("(a) numpy memmap", "(b) store.read", "(c) store.codes", "(d) numpy gather", "(e) zarr-python"):
+        assert method in text
+    targets = target_rows(text)
+    assert [label for label, _, _ in targets][:2] == ["(b) / (a) >= 0.5", "(b) / (d) >= 2"]
+    for label, values, verdict in targets:
+        assert len(values) == 2  # one ratio per thread count
+        goal = float(label.split(">=")[1])
+        assert verdict == ("met" if min(values) >= goal else "NOT met"), label
+    assert list(tmp_path.iterdir()) == [tmp_path / "read-smoke.md"]  # scratch files cleaned up
+
+
+def target_rows(text):
+    """(label, ratios, verdict) for each row of a report's targets table."""
+    rows = []
+    for line in text.split("## Targets")[1].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if ">=" in cells[0]:
+            rows.append((cells[0], [float(c.replace(",", "")) for c in cells[1:-1]], cells[-1]))
+    return rows
+
+
+def test_read_report_verdicts_follow_the_ratios():
+    read = load("read")
+    fast = dict(a=100.0, b=60.0, c=90.0, d=20.0, e=0.5)
+    slow_b = dict(fast, b=40.0)  # (b) / (a) = 0.4 < 0.5 at the second thread count
+    verdicts = {label: verdict for label, _, verdict in target_rows(read.report(1000, 256, None, [(1, fast), (2, slow_b)]))}
+    assert verdicts == {"(b) / (a) >= 0.5": "NOT met", "(b) / (d) >= 2": "met", "(c) / (a) >= 0.8": "met",
+                        "(b) / (e) >= 100": "NOT met"}
+
+
+def test_quant_benchmark_smoke(tmp_path):
+    text = load("quant").main(["--samples", "256", "--calls", "1", "--threads", "1", "--results", str(tmp_path)])
+    assert "Cython kernels, 1 thread" in text and "plain numpy" in text and "numpy reference" in text
+    assert (tmp_path / "quant.md").exists()
+
+
+def test_numpy_baseline_of_the_quant_benchmark_is_the_same_math(latents_factory):
+    import numpy as np
+
+    import latentstore
+
+    quant = load("quant")
+    x = latents_factory(100, (32, 8, 8))
+    q, s = latentstore.quantize(x)
+    for block in (None, 7):
+        q2, s2 = quant.numpy_quantize(x, block)
+        assert q2.tobytes() == q.tobytes() and s2.tobytes() == s.tobytes()
+    np.testing.assert_array_equal(quant.numpy_dequantize(q, s), latentstore.dequantize(q, s))
+
+
+@pytest.mark.parametrize("name", ["read", "quant"])
+def test_benchmark_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        load(name).main(["--help"])
+    assert info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_node_benchmark_smoke(tmp_path):
+    text = load("node").main(
+        ["--samples", "6000", "--chunk-samples", "2048", "--seconds", "0.2", "--calls", "5",
+         "--dir", str(tmp_path), "--results", str(tmp_path)]
+    )
+    assert (tmp_path / "node.md").read_text().strip() == text.strip()
+    for row in ("(a) one process", "(b) 2 processes", "(b) 4 processes", "(c) 4 processes",
+                "(d) DataLoader(LatentDataset), 2 workers", "read_in='worker'", "(e) store.codes, 2 threads",
+                "(e) torch.load(mmap=True) + index_select, 1 thread"):
+        assert row in text
+    # Each target has a verdict, whichever it is at this size.
+    assert text.count("| met |") + text.count("| NOT met |") == 5
+    assert list(tmp_path.iterdir()) == [tmp_path / "node.md"]
+
+
+@pytest.mark.slow
+def test_import_pt_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "import_pt.py"), "--samples", "3000", "--results-dir", str(tmp_path), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "peak RSS" in result.stdout and "SYNTHETIC" in result.stdout
+    assert (tmp_path / "import_pt_3000.md").exists()
+
+
+@pytest.mark.slow
+def test_loader_benchmark_smoke(tmp_path):
+    pytest.importorskip("torch")
+    text = load("loader").main([
+        "--samples", "2000", "--pickle-samples", "500", "--batch-size", "32", "--threads", "1",
+        "--seconds", "0.02", "--pss-processes", "1", "--dir", str(tmp_path), "--results", str(tmp_path / "results"),
+    ])
+    assert (tmp_path / "results" / "loader.md").read_text() == text
+    assert "SYNTHETIC" in text and "scaled linearly by 4.00" in text
+    rows = [line for line in text.splitlines() if line.startswith("| (")]
+    assert [row[3] for row in rows] == list("abcdefg") + list("aef") + list("aaaa")  # methods, memory, targets
+    for row in rows[:7]:
+        assert float(row.split("|")[2].replace(",", "")) > 0  # samples/s were measured
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # scratch data removed
+
+
+def test_the_encode_benchmark_runs_at_smoke_size():
+    pytest.importorskip("diffusers")
+    report = load("encode").main(["--smoke"])
+    assert "(a) Preprocessing" in report and "TINY RANDOM DC-AE" in report
+    assert report.count("x |") >= 5  # every row carries its ratio to the reference
