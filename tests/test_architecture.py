@@ -9,13 +9,13 @@ PACKAGE = Path(__file__).parents[1] / "src" / "latentstore"
 
 #: layer -> rank; a module may import latentstore modules of its own rank or lower.
 LAYERS = {
-    "_version": 0, "errors": 0, "progress": 0, "format": 1,
+    "_version": 0, "_options": 0, "_filesystem": 0, "errors": 0, "progress": 0, "format": 1,
     "quantization": 2, "store": 3,
     "inspection": 4, "interop": 4, "torch": 4, "encoding": 5,
     "cli": 6, "__init__": 6, "__main__": 6,
 }
 #: Layers that must run with numpy (and zarr) alone.
-NUMPY_ONLY = ("errors", "progress", "format", "quantization", "store")
+NUMPY_ONLY = ("_options", "_filesystem", "errors", "progress", "format", "quantization", "store")
 
 
 def module_name(path: Path) -> str:

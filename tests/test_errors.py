@@ -20,6 +20,7 @@ from latentstore.errors import (
     SourceError,
     StoreExistsError,
     StoreNotFoundError,
+    UnreadableFileError,
 )
 
 PROTOCOLS = sorted({pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL})
@@ -59,6 +60,10 @@ CASES = {
             "chunk file is 100 bytes, expected 4096; run 'latentstore verify' on the store to list every damaged chunk",
         ),
         CorruptChunkError("scales", 0, "checksum mismatch"),
+    ],
+    "UnreadableFileError": [
+        UnreadableFileError("/data/train/x.jpg", "is a FIFO (named pipe), not a regular file"),
+        UnreadableFileError("/data/s.zarr/zarr.json", "is 1,000,000,000 bytes, more than the 67,108,864 this file may have"),
     ],
     "InvalidSampleError": [InvalidSampleError("sample 17 is marked invalid (decode failed)")],
     "NonFiniteError": [
@@ -178,6 +183,7 @@ BUILTIN_BASES = {
     "ScaleOverflowError": OverflowError,
     "ModelLoadError": RuntimeError,
     "SourceError": ValueError,
+    "UnreadableFileError": OSError,
     "ImageDecodeError": SourceError,
 }
 

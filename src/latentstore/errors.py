@@ -20,6 +20,7 @@ __all__ = [
     "FormatVersionError",
     "IncompatibleStoreError",
     "CorruptChunkError",
+    "UnreadableFileError",
     "InvalidSampleError",
     "NonFiniteError",
     "ScaleOverflowError",
@@ -75,6 +76,19 @@ class CorruptChunkError(LatentStoreError, OSError):
 
     def __reduce__(self):
         return type(self), (self.array, self.chunk, self.reason), _state(self)
+
+
+class UnreadableFileError(LatentStoreError, OSError):
+    """A path that must be a regular file within a size cap is not: a directory,
+    FIFO, device, symlink loop, unreadable or too large. ``reason`` says which."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason), _state(self)
 
 
 class InvalidSampleError(LatentStoreError, ValueError):

@@ -39,6 +39,33 @@ IMAGENET_TRAIN_SAMPLES = 1_281_167
 
 SCHEMES = ("absmax", "affine")
 
+#: Caps on what metadata may claim, so that a damaged or hostile store is
+#: refused before anything is sized from it. Far above any real dataset:
+#: LAION-5B in chunks of 16,384 samples is 0.3 M chunks.
+MAX_METADATA_BYTES = 64 << 20
+MAX_CHUNKS = 1 << 24
+MAX_CLASSES = 1 << 20
+#: Labels are int32; -1 means "no label".
+LABEL_MIN, LABEL_MAX = -1, (1 << 31) - 1
+
+
+def label_range(classes) -> tuple[int, int]:
+    """The smallest and largest label a store with ``classes`` (or None) may hold."""
+    return LABEL_MIN, (len(classes) - 1 if classes is not None else LABEL_MAX)
+
+
+def labels_out_of_range(labels: np.ndarray, classes) -> np.ndarray:
+    """Boolean mask of the labels outside :func:`label_range` (one rule for writers and verify)."""
+    low, high = label_range(classes)
+    return (labels < low) | (labels > high)
+
+
+def describe_label_range(classes) -> str:
+    """:func:`label_range` in words, for messages."""
+    if classes is None:
+        return f"[-1, {LABEL_MAX}]"
+    return f"[-1, {len(classes)}) for the store's {len(classes)} classes"
+
 
 def local_path(path) -> Path | None:
     """The local directory a store path names, or None for a remote (fsspec) URL."""
@@ -53,8 +80,13 @@ def _expect(condition: bool, what: str, expected: str, got: Any) -> None:
         raise FormatError(f"{what}: expected {expected}, got {got!r}")
 
 
+def _is_int(value: Any) -> bool:
+    """An integer in JSON's sense: not a bool, not a float that happens to be whole."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any, what: str) -> int:
-    _expect(isinstance(value, int) and not isinstance(value, bool) and value > 0, what, "a positive integer", value)
+    _expect(_is_int(value) and value > 0, what, "a positive integer", value)
     return value
 
 
@@ -90,7 +122,7 @@ class QuantSpec:
 
     def __post_init__(self):
         _expect(self.scheme in SCHEMES, "quant.scheme", "'absmax' or 'affine'", self.scheme)
-        _expect(self.bits == 8, "quant.bits", "8", self.bits)
+        _expect(_is_int(self.bits) and self.bits == 8, "quant.bits", "8", self.bits)
         if self.scheme == "absmax":
             _expect(self.granularity in ("sample", "channel"), "quant.granularity", "'sample' or 'channel'", self.granularity)
             _expect(self.code_dtype == "int8", "quant.code_dtype", "'int8' for absmax", self.code_dtype)
@@ -99,7 +131,7 @@ class QuantSpec:
             for name in ("scale", "offset"):
                 value = getattr(self, name)
                 _expect(
-                    isinstance(value, (int, float)) and math.isfinite(value),
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
                     f"quant.{name}",
                     "a finite number for the affine scheme",
                     value,
@@ -157,33 +189,42 @@ class StoreMetadata:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        _expect(_is_int(self.num_samples) and self.num_samples >= 0, "num_samples", "a non-negative integer", self.num_samples)
         _expect(
-            isinstance(self.num_samples, int) and not isinstance(self.num_samples, bool) and self.num_samples >= 0,
-            "num_samples",
-            "a non-negative integer",
-            self.num_samples,
-        )
-        shape = tuple(self.latent_shape)
-        _expect(
-            len(shape) >= 1 and all(isinstance(d, int) and d > 0 for d in shape),
+            isinstance(self.latent_shape, (list, tuple)) and len(self.latent_shape) >= 1
+            and all(_is_int(d) and d > 0 for d in self.latent_shape),
             "latent_shape",
             "a non-empty list of positive integers",
             self.latent_shape,
         )
+        shape = tuple(self.latent_shape)
         object.__setattr__(self, "latent_shape", shape)
         _positive_int(self.chunk_samples, "chunk_samples")
+        _expect(self.num_chunks <= MAX_CHUNKS, "num_samples / chunk_samples", f"at most {MAX_CHUNKS:,} chunks",
+                f"{self.num_chunks:,} chunks")
+        _expect(isinstance(self.quant, QuantSpec), "quant", "a QuantSpec", self.quant)
         if self.quant.granularity == "channel":
             _expect(len(shape) >= 2, "latent_shape", "(C, ...) for per-channel scales", shape)
         if self.classes is not None:
-            _expect(all(isinstance(c, str) for c in self.classes), "classes", "a list of strings", self.classes)
+            _expect(
+                isinstance(self.classes, (list, tuple)) and all(isinstance(c, str) for c in self.classes),
+                "classes", "a list of strings", type(self.classes).__name__,
+            )
+            _expect(len(self.classes) <= MAX_CLASSES, "classes", f"at most {MAX_CLASSES:,} names", len(self.classes))
             object.__setattr__(self, "classes", tuple(self.classes))
-        _expect(isinstance(self.complete, bool), "complete", "true or false", self.complete)
+        for name in ("complete", "flip", "ids"):
+            _expect(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        for name in ("encoder", "source"):
+            _expect(getattr(self, name) is None or isinstance(getattr(self, name), dict), name, "an object or null",
+                    type(getattr(self, name)).__name__)
         if self.stats is not None:
+            _expect(isinstance(self.stats, dict), "stats", "an object", type(self.stats).__name__)
             channels = shape[0]
             for key in ("mean", "std"):
                 values = self.stats.get(key)
                 _expect(
-                    isinstance(values, list) and len(values) == channels,
+                    isinstance(values, list) and len(values) == channels
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
                     f"stats.{key}",
                     f"a list of {channels} numbers",
                     values,
@@ -260,7 +301,7 @@ class StoreMetadata:
     def from_dict(cls, data: Any) -> "StoreMetadata":
         _expect(isinstance(data, dict), f"group attribute {ATTRIBUTE_KEY!r}", "an object", type(data).__name__)
         version = data.get("format_version")
-        _expect(isinstance(version, int), "format_version", "an integer", version)
+        _expect(_is_int(version), "format_version", "an integer", version)
         if version > FORMAT_VERSION:
             raise FormatVersionError(
                 f"this store has format version {version}, but latentstore {__version__} reads "
@@ -303,15 +344,24 @@ class ArrayLayout:
                 c["name"] == "bytes" and c.get("configuration", {}).get("endian") == "big"
                 for c in data["codecs"]
             )
+            shape = data["shape"]
+            chunk_shape = grid["configuration"]["chunk_shape"]
+            for what, dims in (("shape", shape), ("chunk_shape", chunk_shape)):
+                _expect(isinstance(dims, list) and all(_is_int(d) and d >= 0 for d in dims),
+                        f"{name}/zarr.json {what}", "a list of non-negative integers", dims)
+            _expect(isinstance(data["data_type"], str), f"{name}/zarr.json data_type", "a type name", data["data_type"])
+            _expect(bool(codecs), f"{name}/zarr.json codecs", "at least one codec", [])
             return cls(
-                shape=tuple(data["shape"]),
+                shape=tuple(shape),
                 dtype=np.dtype(data["data_type"]),
-                chunk_shape=tuple(grid["configuration"]["chunk_shape"]),
+                chunk_shape=tuple(chunk_shape),
                 codecs=codecs,
                 separator=separator,
                 big_endian=big_endian,
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, FormatError):
+                raise
             raise FormatError(f"{name}/zarr.json is not valid Zarr v3 array metadata: {exc!r}") from exc
 
     @property

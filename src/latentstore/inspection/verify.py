@@ -337,11 +337,10 @@ class _Verifier:
             self.check_scales[start : start + len(values)] = values == 1
             self.report.valid += int(np.count_nonzero(values == 1))
         elif name == fmt.LABELS:
-            high = len(m.classes) if m.classes is not None else np.iinfo(np.int32).max
-            bad = np.flatnonzero((values < -1) | (values >= high))
+            bad = np.flatnonzero(fmt.labels_out_of_range(values, m.classes))
             if len(bad):
-                allowed = f"[-1, {high})" if m.classes is not None else "-1 or above"
-                self.report.add(f"labels out of range {allowed}: {values[bad][:5].tolist()}", **where, **_listed(bad + start))
+                self.report.add(f"labels out of range {fmt.describe_label_range(m.classes)}: {values[bad][:5].tolist()}",
+                                **where, **_listed(bad + start))
         elif name in (fmt.SCALES, fmt.FLIP_SCALES):
             per_sample = values.reshape(len(values), -1)
             wrong = ~(np.isfinite(per_sample) & (per_sample >= 0)).all(axis=1)

@@ -5,12 +5,14 @@ writer (which chunks are finished) and ``inspection.verify`` (damage).
 """
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from latentstore import format as fmt
-from latentstore.errors import FormatError, StoreNotFoundError
+from latentstore._filesystem import open_regular, read_regular
+from latentstore.errors import FormatError, StoreNotFoundError, UnreadableFileError
 
 #: Bytes read at a time when streaming a chunk file.
 BLOCK_BYTES = 4 << 20
@@ -32,12 +34,18 @@ class LocalFiles:
         self._group: Any = None
 
     def read_json(self, key: str) -> dict | None:
-        """The parsed document, None if absent; FormatError if unreadable."""
+        """The parsed document, None if absent; FormatError if unreadable.
+
+        Only a regular file of at most ``format.MAX_METADATA_BYTES`` is read:
+        a FIFO there would block forever, a link to /dev/zero never end.
+        """
         try:
-            text = (self.root / key).read_bytes()
+            text = read_regular(self.root / key, fmt.MAX_METADATA_BYTES)
         except FileNotFoundError:
             return None
-        return parse_json(text, key)
+        except UnreadableFileError as exc:
+            raise FormatError(f"{exc}; the store is damaged, restore this file from the original") from None
+        return parse_json(text, str(self.root / key))
 
     def size(self, key: str) -> int | None:
         try:
@@ -50,7 +58,7 @@ class LocalFiles:
 
     def stream(self, key: str, nbytes: int) -> Iterator[bytes]:
         """The first ``nbytes`` of a file in blocks, then its remaining bytes as one block."""
-        with open(self.root / key, "rb", buffering=0) as f:
+        with os.fdopen(open_regular(self.root / key), "rb", buffering=0) as f:
             left = nbytes
             while left:
                 block = f.read(min(BLOCK_BYTES, left))
@@ -91,7 +99,9 @@ class FsspecFiles:
 
     def read_json(self, key: str) -> dict | None:
         data = self._get(key)
-        return None if data is None else parse_json(data, key)
+        if data is not None and len(data) > fmt.MAX_METADATA_BYTES:
+            raise FormatError(f"{self.url}/{key} is {len(data):,} bytes, more than metadata may have; the store is damaged")
+        return None if data is None else parse_json(data, f"{self.url}/{key}")
 
     def exists(self, key: str) -> bool:
         return self._fs.exists(f"{self._root}/{key}")
@@ -104,11 +114,14 @@ class FsspecFiles:
         return self._group[name]
 
 
-def parse_json(data: bytes, key: str) -> dict:
+def parse_json(data: bytes, where: str) -> dict:
+    """The JSON object in ``data`` (the file ``where``); FormatError for anything else."""
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{key} is not valid JSON ({exc}); the file is damaged, restore it from the original") from exc
+        raise FormatError(f"{where} is not valid JSON ({exc}); the file is damaged, restore it from the original") from exc
+    except RecursionError:
+        raise FormatError(f"{where} nests JSON too deeply to be metadata; the file is damaged") from None
     if not isinstance(document, dict):
-        raise FormatError(f"{key} holds a JSON {type(document).__name__}, not an object; the file is damaged")
+        raise FormatError(f"{where} holds a JSON {type(document).__name__}, not an object; the file is damaged")
     return document

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from latentstore.errors import CorruptChunkError
+from latentstore._filesystem import file_size, open_regular
+from latentstore.errors import CorruptChunkError, UnreadableFileError
 from latentstore.format import ArrayLayout
 
 
@@ -30,52 +31,87 @@ def _check_file_size(name: str, chunk: int, size: int, layout: ArrayLayout) -> N
         )
 
 
-def read_chunk_file(path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray | None:
-    """The data bytes of one uncompressed chunk file, or None if it does not exist."""
+def _open_chunk(path: Path, name: str, chunk: int, layout: ArrayLayout) -> int | None:
+    """A descriptor of the chunk file of the right size, or None when there is no file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
-    _check_file_size(name, chunk, len(data), layout)
+    except UnreadableFileError as exc:
+        raise CorruptChunkError(name, chunk, f"{path} {exc.reason}; run 'latentstore verify' on the store") from None
+    try:
+        _check_file_size(name, chunk, file_size(fd), layout)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_chunk_file(path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray | None:
+    """The data bytes of one uncompressed chunk file, or None if it does not exist."""
+    fd = _open_chunk(path, name, chunk, layout)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(layout.chunk_file_nbytes)
+    _check_file_size(name, chunk, len(data), layout)  # it may have shrunk since it was opened
     return np.frombuffer(data, dtype=np.uint8, count=layout.chunk_nbytes)
 
 
-def load_local_array(directory: Path, name: str, layout: ArrayLayout) -> np.ndarray:
-    """A whole small uncompressed array, padded to whole chunks; missing chunks read as 0."""
+def load_local_array(directory: Path, name: str, layout: ArrayLayout, out: np.ndarray | None = None):
+    """A whole small uncompressed array, padded to whole chunks, and which chunks had a file.
+
+    Returns ``(values, present)``; the rows of a chunk without a file are 0.
+    ``out`` (zeros of the padded shape, in native byte order) is filled in
+    place. Only present chunks are touched, so the zero pages of a large,
+    mostly unwritten store are never allocated.
+    """
     rows = layout.num_chunks * layout.chunk_shape[0]
-    out = np.zeros((rows, *layout.shape[1:]), dtype=layout.dtype.newbyteorder("<"))
-    flat = out.reshape(layout.num_chunks, -1).view(np.uint8) if rows else out
+    dtype = layout.dtype.newbyteorder("=")
+    if out is None:
+        out = np.zeros((rows, *layout.shape[1:]), dtype=dtype)
+    present = np.zeros(layout.num_chunks, dtype=bool)
+    per_chunk = out.reshape(layout.num_chunks, -1) if rows else out
     for k in range(layout.num_chunks):
         data = read_chunk_file(directory / layout.chunk_key(k), name, k, layout)
         if data is not None:
-            flat[k] = data
-    return out.astype(layout.dtype.newbyteorder("="), copy=False)
+            per_chunk[k] = data.view(layout.dtype.newbyteorder("<"))
+            present[k] = True
+    return out, present
 
 
 class MappedChunks:
-    """Chunk files of one or more same-shaped local arrays, each mapped read-only once."""
+    """Chunk files of one or more same-shaped local arrays, each mapped read-only once.
+
+    ``present[name]`` says which chunks of each array had a file when it was
+    mapped; a chunk without one reads as zeros (its samples must be invalid).
+    """
 
     def __init__(self, arrays: list[tuple[Path, str, ArrayLayout]]):
         layout = arrays[0][2]
         self.chunk_rows = layout.chunk_shape[0]
         self._buffers = []
+        self.present: dict[str, np.ndarray] = {}
+        # One zero buffer stands for every missing chunk: an unwritten store
+        # of a billion samples must not reserve a buffer per chunk.
+        self._zeros = np.zeros(layout.chunk_nbytes, dtype=np.uint8)
+        self._zeros.flags.writeable = False
         addresses = []
         for directory, name, array_layout in arrays:
+            present = self.present[name] = np.zeros(array_layout.num_chunks, dtype=bool)
             for k in range(array_layout.num_chunks):
                 buffer = self._map(directory / array_layout.chunk_key(k), name, k, array_layout)
+                present[k] = buffer is not None
+                buffer = self._zeros if buffer is None else buffer
                 self._buffers.append(buffer)
                 addresses.append(buffer.ctypes.data)
         self.addresses = np.array(addresses, dtype=np.uintp)
 
-    def _map(self, path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray:
+    def _map(self, path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray | None:
+        fd = _open_chunk(path, name, chunk, layout)
+        if fd is None:
+            return None
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            # Not written yet: its samples are invalid; zeros keep reads safe.
-            return np.zeros(layout.chunk_nbytes, dtype=np.uint8)
-        try:
-            _check_file_size(name, chunk, os.fstat(fd).st_size, layout)
             mapping = mmap.mmap(fd, layout.chunk_nbytes, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)

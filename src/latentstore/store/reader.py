@@ -9,14 +9,14 @@ values. The small per-sample arrays (scales, labels, valid) are loaded into
 memory when the store is opened.
 """
 
-import json
 import numbers
 from pathlib import Path
 
 import numpy as np
 
 from latentstore import format as fmt
-from latentstore.errors import FormatError, InvalidSampleError, StoreNotFoundError
+from latentstore._options import choice, flag
+from latentstore.errors import CorruptChunkError, FormatError, InvalidSampleError, StoreNotFoundError
 from latentstore.format import ArrayLayout, StoreMetadata
 from latentstore.quantization._native import kernels as _kernels
 from latentstore.quantization.kernels import (
@@ -25,19 +25,22 @@ from latentstore.quantization.kernels import (
     output_buffer,
 )
 from latentstore.quantization.threads import threads_for
+from latentstore.store.files import LocalFiles
 from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array
 from latentstore.store.sampling import batch_slices, epoch_order
 
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"cannot read {what} at {path}: {exc}") from exc
+def _check_every_chunk_exists(root: Path, layouts: dict[str, ArrayLayout]) -> None:
+    """In a complete store a missing chunk file is damage: name it, never read it as zeros."""
+    for name, layout in layouts.items():
+        for k in range(layout.num_chunks):
+            if not (root / name / layout.chunk_key(k)).exists():
+                raise CorruptChunkError(
+                    name, k, "the chunk file is missing from a complete store; "
+                    "run 'latentstore verify' on it to list the damage, then restore the store or re-encode those chunks"
+                )
 
 
 def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
@@ -55,6 +58,8 @@ def _zarr_array(group, name: str, path: str):
         array = group[name]
     except KeyError:
         raise FormatError(f"array {name!r} is missing from {path}; the store is damaged") from None
+    except Exception as exc:  # zarr and its codecs raise many kinds for damaged array metadata
+        raise FormatError(f"array {name!r} of {path} cannot be opened ({type(exc).__name__}: {exc})") from exc
     if not isinstance(array, zarr.Array):
         raise FormatError(f"{path}/{name} is a Zarr group, not an array; the store is damaged")
     return array
@@ -77,7 +82,7 @@ class LatentStore:
         self._padded_rows = m.num_chunks * m.chunk_samples
         self._lut = m.quant.lookup_table()
         self._normalizations: dict[str, Normalization] = {}
-        self._valid_flags = np.ascontiguousarray(self.valid, dtype=np.uint8)
+        self._valid_flags = self.valid.view(np.uint8)
         self.labels.flags.writeable = False
         self.valid.flags.writeable = False
 
@@ -92,34 +97,63 @@ class LatentStore:
 
     def _open_local(self) -> None:
         root = Path(self._path)
-        try:
-            group = _read_json(root / "zarr.json", "Zarr group metadata")
-        except FileNotFoundError:
+        group = LocalFiles(root).read_json("zarr.json")
+        if group is None:
             raise StoreNotFoundError(
                 f"no latent store at {root} ({'no zarr.json in it' if root.is_dir() else 'no such directory'}); "
                 "check the path, or create one with 'latentstore encode'"
-            ) from None
+            )
         self.metadata = self._metadata_from(group.get("attributes", {}))
         layouts = {}
         for name, (shape, dtype) in self.metadata.arrays().items():
-            try:
-                layout = ArrayLayout.from_zarr_json(_read_json(root / name / "zarr.json", f"array {name!r}"), name)
-            except FileNotFoundError:
-                raise FormatError(f"array {name!r} is missing from {root}; the store is damaged") from None
+            document = LocalFiles(root).read_json(f"{name}/zarr.json")
+            if document is None:
+                raise FormatError(f"array {name!r} is missing from {root}; the store is damaged")
+            layout = ArrayLayout.from_zarr_json(document, name)
             layout.check(name, shape, dtype, self.metadata.chunk_samples)
             layouts[name] = layout
         self._layouts = layouts
         if not all(layout.mappable for layout in layouts.values()):
             self._open_zarr()
             return
-        load = lambda name: load_local_array(root / name, name, layouts[name])  # noqa: E731
-        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if self.metadata.flip else [])
+        m = self.metadata
+        if m.complete:
+            _check_every_chunk_exists(root, layouts)
+        # A snapshot, even while a writer lands chunks: the writer writes a
+        # chunk's valid flags last, so reading them first means every chunk
+        # flagged valid here already has its other files. A chunk any array
+        # lacks is still flagged invalid below (damage, or a torn write).
+        valid_flags, present = load_local_array(root / fmt.VALID, fmt.VALID, layouts[fmt.VALID])
+        latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if m.flip else [])
+        self._scale_bits = None
+        if m.quant.has_scales:
+            self._scale_bits, scales_present = self._load_scales(root, layouts, latent_names)
+            present &= scales_present
+        labels, labels_present = load_local_array(root / fmt.LABELS, fmt.LABELS, layouts[fmt.LABELS])
+        present &= labels_present
         self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
-        self._scale_bits = self._stack_scales(load, latent_names)
-        n = self.metadata.num_samples
-        self.labels = load(fmt.LABELS)[:n]
-        self.valid = load(fmt.VALID)[:n].astype(bool)
+        for mapped_present in self._rows.present.values():
+            present &= mapped_present
+        n = m.num_samples
+        self.labels = labels[:n]
+        self.valid = np.zeros(n, dtype=bool)
+        for k in np.flatnonzero(present):
+            start, stop = m.chunk_range(int(k))
+            self.valid[start:stop] = valid_flags[start:stop] != 0
         self.fast = True
+
+    def _load_scales(self, root: Path, layouts: dict, latent_names: list[str]):
+        """Every scales array in the kernels' row space (padded, stacked) as uint16 bits, and
+        which chunks every one of them had."""
+        names = [name.replace("latents", "scales") for name in latent_names]
+        layout = layouts[names[0]]
+        rows = layout.num_chunks * layout.chunk_shape[0]
+        stacked = np.zeros((len(names) * rows, *layout.shape[1:]), dtype=np.float16)
+        present = np.ones(layout.num_chunks, dtype=bool)
+        for a, name in enumerate(names):
+            _, array_present = load_local_array(root / name, name, layouts[name], out=stacked[a * rows : (a + 1) * rows])
+            present &= array_present
+        return stacked.reshape(len(stacked), -1).view(np.uint16), present
 
     def _open_zarr(self) -> None:
         import zarr
@@ -128,6 +162,8 @@ class LatentStore:
             group = zarr.open_group(self._path, mode="r", zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise StoreNotFoundError(f"no latent store at {self._path}: {exc}") from exc
+        except Exception as exc:  # zarr and its codecs raise many kinds for damaged metadata
+            raise FormatError(f"{self._path} cannot be opened as a Zarr v3 group ({type(exc).__name__}: {exc})") from exc
         self.metadata = self._metadata_from(group.attrs.asdict())
         m = self.metadata
         arrays = {}
@@ -147,9 +183,10 @@ class LatentStore:
             pad = [(0, padded - len(data))] + [(0, 0)] * (data.ndim - 1)
             return np.pad(data, pad)
 
+        # Valid flags first, for the snapshot rule of _open_local.
+        self.valid = np.asarray(arrays[fmt.VALID][:]) != 0
         self._scale_bits = self._stack_scales(load, latent_names)
         self.labels = np.ascontiguousarray(arrays[fmt.LABELS][:])
-        self.valid = np.asarray(arrays[fmt.VALID][:]).astype(bool)
         self.fast = False
 
     def _stack_scales(self, load, latent_names: list[str]) -> np.ndarray | None:
@@ -226,6 +263,7 @@ class LatentStore:
     def _rows_for(self, indices, allow_invalid: bool) -> tuple[np.ndarray, bool]:
         """Resolve indices to row numbers in [0, N), checking range and validity."""
         n = self.metadata.num_samples
+        allow_invalid = flag(allow_invalid, "allow_invalid")
         scalar = isinstance(indices, numbers.Integral)
         if isinstance(indices, slice):
             indices = np.arange(*indices.indices(n), dtype=np.int64)
@@ -260,7 +298,11 @@ class LatentStore:
         return rows, scalar
 
     def _flip_rows(self, rows: np.ndarray, flip) -> np.ndarray:
-        if flip is None or flip is False:
+        if flip is not None and not isinstance(flip, (bool, np.bool_)):
+            mask = np.asarray(flip)
+            if mask.dtype != bool:
+                raise TypeError(f"flip must be None, a bool or an array of bools (one per sample), got {flip!r:.60}")
+        if flip is None or (isinstance(flip, (bool, np.bool_)) and not flip):
             return rows
         if not self.metadata.flip:
             raise ValueError(
@@ -278,8 +320,10 @@ class LatentStore:
         """
         if isinstance(normalize, Normalization):
             return normalize
-        if normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_MODES} or a Normalization, got {normalize!r}")
+        try:
+            normalize = choice(normalize, "normalize", NORMALIZE_MODES)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or a Normalization)") from None
         if normalize is False:
             return None
         # Built once per mode: read() asks for it on every batch.
@@ -325,8 +369,10 @@ class LatentStore:
         ``out``: a preallocated C-contiguous array to fill.
         """
         rows, scalar = self._rows_for(indices, allow_invalid)
+        if scalar and out is not None:
+            raise ValueError("out= needs an array of indices (a scalar index returns one sample); pass [i] instead")
         normalization = self.normalization(normalize)
-        out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out if not scalar else None)
+        out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out)
         source = self._rows
         if source is None:
             raise ValueError("this store is closed")

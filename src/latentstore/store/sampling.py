@@ -7,6 +7,8 @@ without talking to the others, and a resumed job replays it exactly.
 
 import numpy as np
 
+from latentstore._options import flag, integer
+
 
 def epoch_order(
     candidates: np.ndarray,
@@ -24,20 +26,22 @@ def epoch_order(
     and equal, the few left over are dropped (a different few every epoch
     when shuffling).
     """
-    if world_size < 1 or not 0 <= rank < world_size:
+    world_size = integer(world_size, "world_size", minimum=1)
+    rank = integer(rank, "rank", minimum=0)
+    if rank >= world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    seed, epoch = integer(seed, "seed", minimum=0), integer(epoch, "epoch", minimum=0)
     order = np.asarray(candidates, dtype=np.int64)
-    if shuffle:
-        order = np.random.default_rng([int(seed), int(epoch)]).permutation(order)
+    if flag(shuffle, "shuffle"):
+        order = np.random.default_rng([seed, epoch]).permutation(order)
     share = len(order) // world_size
     return order[rank * share : (rank + 1) * share]
 
 
 def batch_slices(count: int, batch_size: int, drop_last: bool = False):
     """Slices of consecutive batches over ``count`` items."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = integer(batch_size, "batch_size", minimum=1)
     count = int(count)
-    stop = count - count % batch_size if drop_last else count
+    stop = count - count % batch_size if flag(drop_last, "drop_last") else count
     # Slicing clamps at the end, so the last slice may reach past ``stop``.
     return [slice(i, i + batch_size) for i in range(0, stop, batch_size)]

@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 
 from latentstore import format as fmt
+from latentstore._options import flag, integer
 from latentstore.errors import FormatError, IncompatibleStoreError, StoreExistsError
 from latentstore.format import QuantSpec, StoreMetadata
 from latentstore.quantization.kernels import quantize
@@ -82,20 +83,31 @@ def create(
     """
     import zarr
 
-    latent_shape = tuple(int(d) for d in latent_shape)
+    num_samples = integer(num_samples, "num_samples", minimum=0)
+    if isinstance(latent_shape, (str, bytes)) or not hasattr(latent_shape, "__iter__"):
+        raise TypeError(f"latent_shape must be a tuple of positive integers, got {latent_shape!r}")
+    latent_shape = tuple(integer(d, "latent_shape", minimum=1) for d in latent_shape)
+    if chunk_samples is not None:
+        chunk_samples = integer(chunk_samples, "chunk_samples", minimum=1)
+    if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
+        raise TypeError(f"classes must be a list of strings, got {classes!r:.80}")
+    flip, ids, failures, checksum, overwrite = (
+        flag(value, name) for value, name in
+        ((flip, "flip"), (ids, "ids"), (failures, "failures"), (checksum, "checksum"), (overwrite, "overwrite"))
+    )
     quant = quant or QuantSpec(granularity=granularity)
     if chunk_samples is None:
-        chunk_samples = fmt.default_chunk_samples(latent_shape, int(num_samples))
+        chunk_samples = fmt.default_chunk_samples(latent_shape, num_samples)
     metadata = StoreMetadata(
-        num_samples=int(num_samples),
+        num_samples=num_samples,
         latent_shape=latent_shape,
-        chunk_samples=int(chunk_samples),
+        chunk_samples=chunk_samples,
         quant=quant,
         encoder=encoder,
         classes=tuple(classes) if classes is not None else None,
         source=source,
-        flip=bool(flip),
-        ids=bool(ids),
+        flip=flip,
+        ids=ids,
     )
     metadata = StoreMetadata.from_dict(metadata.to_dict())  # normalise through JSON
     codecs = _codecs(checksum, compressor)
@@ -140,6 +152,34 @@ def create(
         )
     group.attrs[fmt.ATTRIBUTE_KEY] = metadata.to_dict()
     return StoreWriter(group, metadata, store_path)
+
+
+def _valid_flags(valid, n: int) -> np.ndarray:
+    """``valid`` as n bools: booleans, or integers that are all 0 or 1 (2 is not "true")."""
+    if valid is None:
+        return np.ones(n, dtype=bool)
+    flags = np.asarray(valid)
+    if flags.shape != (n,):
+        raise ValueError(f"valid must have shape ({n},), got {flags.shape}")
+    if flags.dtype != bool and not (np.issubdtype(flags.dtype, np.integer) and np.isin(flags, (0, 1)).all()):
+        raise ValueError(f"valid must hold booleans (or 0 and 1), got {flags.dtype} values such as {flags[:3].tolist()}")
+    return flags.astype(bool)
+
+
+def _checked_labels(labels, n: int, classes) -> np.ndarray:
+    """``labels`` as int32, or -1 for every sample when None; out-of-range labels raise, never wrap."""
+    if labels is None:
+        return np.full(n, -1, np.int32)
+    values = np.asarray(labels)
+    if values.shape != (n,) or values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"labels must be {n} integers, got {values.dtype} {values.shape}")
+    bad = np.flatnonzero(fmt.labels_out_of_range(values, classes))
+    if bad.size:
+        raise ValueError(
+            f"labels must lie in {fmt.describe_label_range(classes)}; got {values[bad[:5]].tolist()} "
+            f"(sample {bad[0]} of this block first)"
+        )
+    return values.astype(np.int32)
 
 
 class StoreWriter:
@@ -288,14 +328,8 @@ class StoreWriter:
             raise ValueError("pass latents or codes to write")
         n = len(first)
         stop = self._check_block(start, n)
-        valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-        if valid.shape != (n,):
-            raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
-        labels = np.full(n, -1, np.int32) if labels is None else np.asarray(labels)
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be {n} integers, got {labels.dtype} {labels.shape}")
-        if m.classes is not None and labels.size and (labels.max() >= len(m.classes) or labels.min() < -1):
-            raise ValueError(f"labels must lie in [-1, {len(m.classes)}) for this store's {len(m.classes)} classes")
+        valid = _valid_flags(valid, n)
+        labels = _checked_labels(labels, n, m.classes)
 
         blocks = {fmt.LATENTS: self._codes("", latents, codes, valid, n)}
         if m.flip:
@@ -312,7 +346,7 @@ class StoreWriter:
             self._arrays[name][region] = q
             if scales is not None:
                 self._arrays[name.replace("latents", "scales")][region] = scales
-        self._arrays[fmt.LABELS][region] = labels.astype(np.int32)
+        self._arrays[fmt.LABELS][region] = labels
         strings = {fmt.IDS: ids}
         if fmt.FAILURES in self._arrays:
             strings[fmt.FAILURES] = np.full(n, "", dtype=object) if failures is None else failures
