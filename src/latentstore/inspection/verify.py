@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from latentstore import format as fmt
-from latentstore.errors import FormatError, StoreNotFoundError
+from latentstore.errors import FormatError, StoreNotFoundError, UnreadableFileError
 from latentstore.format import ArrayLayout, StoreMetadata
 from latentstore.progress import Progress
 from latentstore.store.files import store_files
@@ -156,8 +156,9 @@ class _Verifier:
             )
         layouts = self.read_layouts()
         report.arrays = list(layouts)
-        # Scales are checked where a sample is valid, or where its flag could not be read.
-        self.check_scales = np.ones(m.num_samples, dtype=bool)
+        # Scales are checked where a sample is valid, or where its flag could not
+        # be read: chunk -> flags, kept only for chunks whose flags were read.
+        self.valid_flags: dict[int, np.ndarray] = {}
         report.valid = 0
         self.finished = self.finished_chunks(layouts.get(fmt.VALID))
         report.chunks_pending = [k for k in range(m.num_chunks) if not self.finished[k]]
@@ -241,23 +242,33 @@ class _Verifier:
         start, stop = m.chunk_range(chunk)
         where = {"array": name, "chunk": chunk, "sample_range": (start, stop)}
         key = self.chunk_key(name, layout, chunk)
-        if not self.files.exists(key):
+        if not self.files.lexists(key):
             if m.complete or self.finished[chunk]:
                 self.report.add(
                     f"chunk file {key} is missing; restore the store from its source (or re-encode)", **where
                 )
             return
         self.report.chunks_checked += 1
-        if self.files.local and layout.mappable:
-            values = self.read_raw(key, name, layout, chunk, where)
-        else:
-            values = self.read_through_zarr(name, start, stop, where)
+        try:
+            if self.files.local and layout.mappable:
+                values = self.read_raw(key, name, layout, chunk, where)
+            else:
+                if self.files.local:
+                    self.files.size(key)  # a regular file, or zarr would block on a FIFO
+                values = self.read_through_zarr(name, start, stop, where)
+        except OSError as exc:  # a directory, FIFO, device, symlink loop or unreadable file there
+            reason = exc.reason if isinstance(exc, UnreadableFileError) else (exc.strerror or str(exc))
+            self.report.add(f"chunk file {key} cannot be read: {reason}; restore it from the source", **where)
+            return
         if values is not None:
             self.check_values(name, values[: stop - start], start, where)
 
     def read_raw(self, key: str, name: str, layout: ArrayLayout, chunk: int, where: dict) -> np.ndarray | None:
         """The chunk's values from its file, after the size and checksum checks; None if damaged."""
         size = self.files.size(key)
+        if size is None:
+            self.report.add(f"chunk file {key} is missing (a link to nothing); restore it from the source", **where)
+            return None
         if size != layout.chunk_file_nbytes:
             self.report.add(
                 f"chunk file {key} is {size} bytes, expected {layout.chunk_file_nbytes} "
@@ -334,7 +345,7 @@ class _Verifier:
             bad = np.flatnonzero(values > 1)
             if len(bad):
                 self.report.add(f"valid flags must be 0 or 1, found {sorted(set(values[bad].tolist()))[:5]}", **where, **_listed(bad + start))
-            self.check_scales[start : start + len(values)] = values == 1
+            self.valid_flags[start // m.chunk_samples] = values == 1
             self.report.valid += int(np.count_nonzero(values == 1))
         elif name == fmt.LABELS:
             bad = np.flatnonzero(fmt.labels_out_of_range(values, m.classes))
@@ -344,7 +355,8 @@ class _Verifier:
         elif name in (fmt.SCALES, fmt.FLIP_SCALES):
             per_sample = values.reshape(len(values), -1)
             wrong = ~(np.isfinite(per_sample) & (per_sample >= 0)).all(axis=1)
-            bad = np.flatnonzero(wrong & self.check_scales[start : start + len(values)])
+            checked = self.valid_flags.get(start // m.chunk_samples, np.ones(len(values), dtype=bool))
+            bad = np.flatnonzero(wrong & checked)
             if len(bad):
                 self.report.add(
                     f"scales of valid samples must be finite and non-negative, found {per_sample[bad].ravel()[:5].tolist()}",
@@ -367,11 +379,17 @@ class _Verifier:
             start, stop = m.chunk_range(chunk)
             where = {"array": fmt.IDS, "chunk": chunk, "sample_range": (start, stop)}
             key = f"{fmt.IDS}/{array.metadata.encode_chunk_key((chunk,))}"
-            if not self.files.exists(key):
+            if not self.files.lexists(key):
                 if m.complete or self.finished[chunk]:
                     self.report.add(f"chunk file {key} is missing; restore the store from its source", **where)
                 continue
             self.report.chunks_checked += 1
+            try:
+                if self.files.local:
+                    self.files.size(key)  # a regular file, or zarr would block on a FIFO
+            except OSError as exc:
+                self.report.add(f"chunk file {key} cannot be read: {getattr(exc, 'reason', exc)}", **where)
+                continue
             self.read_through_zarr(fmt.IDS, start, stop, where)
 
     def progress_bar(self, layouts: dict) -> Progress:
@@ -391,5 +409,12 @@ def verify(path, *, progress: bool = False) -> VerifyReport:
     files = store_files(path)
     if files.local and not files.root.is_dir():
         raise StoreNotFoundError(f"no latent store at {files.root} (no such directory); check the path")
-    _Verifier(files, report, progress).run()
+    try:
+        _Verifier(files, report, progress).run()
+    except StoreNotFoundError:
+        raise
+    except Exception as exc:
+        # verify promises a report, whatever the damage: anything the checks
+        # above did not foresee is one more problem, named as it came.
+        report.add(f"verify stopped early: {type(exc).__name__}: {exc}", array="(store)")
     return report

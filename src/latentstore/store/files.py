@@ -48,13 +48,23 @@ class LocalFiles:
         return parse_json(text, str(self.root / key))
 
     def size(self, key: str) -> int | None:
+        """The size of a regular file, None if absent; UnreadableFileError for anything else there."""
         try:
-            return (self.root / key).stat().st_size
+            fd = open_regular(self.root / key)
         except FileNotFoundError:
             return None
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def exists(self, key: str) -> bool:
+        """Whether a regular file is there (what a finished chunk leaves)."""
         return (self.root / key).is_file()
+
+    def lexists(self, key: str) -> bool:
+        """Whether anything is there: a file, a directory, a FIFO, a dangling link."""
+        return os.path.lexists(self.root / key)
 
     def stream(self, key: str, nbytes: int) -> Iterator[bytes]:
         """The first ``nbytes`` of a file in blocks, then its remaining bytes as one block."""
@@ -105,6 +115,8 @@ class FsspecFiles:
 
     def exists(self, key: str) -> bool:
         return self._fs.exists(f"{self._root}/{key}")
+
+    lexists = exists
 
     def zarr_array(self, name: str):
         import zarr

@@ -10,6 +10,8 @@ memory when the store is opened.
 """
 
 import numbers
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +34,27 @@ from latentstore.store.sampling import batch_slices, epoch_order
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
 
 
-def _check_every_chunk_exists(root: Path, layouts: dict[str, ArrayLayout]) -> None:
-    """In a complete store a missing chunk file is damage: name it, never read it as zeros."""
+def _check_chunk_files(root: Path, layouts: dict[str, ArrayLayout], complete: bool) -> None:
+    """Every chunk file is a regular file (zarr would block on a FIFO, read /dev/zero forever);
+    in a complete store every chunk has one: a missing one is damage, never zeros."""
     for name, layout in layouts.items():
+        if layout.separator != "/":
+            continue  # another key encoding: zarr-python finds its chunks
         for k in range(layout.num_chunks):
-            if not (root / name / layout.chunk_key(k)).exists():
-                raise CorruptChunkError(
-                    name, k, "the chunk file is missing from a complete store; "
-                    "run 'latentstore verify' on it to list the damage, then restore the store or re-encode those chunks"
-                )
+            path = root / name / layout.chunk_key(k)
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                if complete:
+                    raise CorruptChunkError(
+                        name, k, "the chunk file is missing from a complete store; run 'latentstore verify' on it "
+                        "to list the damage, then restore the store or re-encode those chunks"
+                    ) from None
+                continue
+            except OSError as exc:
+                raise CorruptChunkError(name, k, f"{path} cannot be read ({exc.strerror or exc})") from None
+            if not stat.S_ISREG(mode):
+                raise CorruptChunkError(name, k, f"{path} is not a regular file; the store is damaged")
 
 
 def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
@@ -113,12 +127,11 @@ class LatentStore:
             layout.check(name, shape, dtype, self.metadata.chunk_samples)
             layouts[name] = layout
         self._layouts = layouts
+        m = self.metadata
+        _check_chunk_files(root, layouts, m.complete)
         if not all(layout.mappable for layout in layouts.values()):
             self._open_zarr()
             return
-        m = self.metadata
-        if m.complete:
-            _check_every_chunk_exists(root, layouts)
         # A snapshot, even while a writer lands chunks: the writer writes a
         # chunk's valid flags last, so reading them first means every chunk
         # flagged valid here already has its other files. A chunk any array
