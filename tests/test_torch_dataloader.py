@@ -183,5 +183,5 @@ def test_in_the_main_process_the_batch_is_read_in_place(big_store):
 
 
 def test_read_in_must_be_one_of_the_two_places(big_store):
-    with pytest.raises(ValueError, match="read_in must be 'consumer' or 'worker'"):
+    with pytest.raises(ValueError, match="read_in must be one of 'consumer', 'worker', got 'gpu'"):
         LatentDataset(big_store, read_in="gpu")

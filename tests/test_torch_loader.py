@@ -182,6 +182,15 @@ def test_flip_without_stored_flip_latents_is_an_error(plain_store):
         (dict(batch_size=4, dequantize_on="gpu"), ValueError, "dequantize_on"),
         (dict(batch_size=4, dtype=torch.int8), TypeError, "dtype"),
         (dict(batch_size=4, normalize="zscore"), ValueError, "normalize"),
+        (dict(batch_size=4, normalize=0), ValueError, "normalize"),
+        (dict(batch_size=4.0), TypeError, "batch_size must be an integer"),
+        (dict(batch_size=4, prefetch=True), TypeError, "prefetch must be an integer"),
+        (dict(batch_size=4, shuffle="no"), TypeError, "shuffle must be True or False"),
+        (dict(batch_size=4, drop_last=1), TypeError, "drop_last must be True or False"),
+        (dict(batch_size=4, pin_memory="yes"), TypeError, "pin_memory must be True or False"),
+        (dict(batch_size=4, flip_prob=True), ValueError, "flip_prob"),
+        (dict(batch_size=4, flip_prob="0.5"), ValueError, "flip_prob"),
+        (dict(batch_size=4, seed=1.5), TypeError, "seed must be an integer"),
     ],
 )
 def test_loader_rejects_bad_arguments(store, kwargs, error, match):

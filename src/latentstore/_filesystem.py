@@ -12,6 +12,8 @@ import stat
 
 from latentstore.errors import UnreadableFileError
 
+_BLOCK_BYTES = 16 << 20
+
 
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -59,7 +61,8 @@ def read_regular(path, max_bytes: int) -> bytes:
         # Read one byte past the cap: a file that grows while read is refused too.
         chunks, total = [], 0
         while True:
-            block = os.read(fd, max_bytes + 1 - total)
+            # Blocks sized by what is there, not by the cap: os.read allocates its count.
+            block = os.read(fd, min(max_bytes + 1 - total, max(size - total, 0) + 1, _BLOCK_BYTES))
             if not block:
                 break
             chunks.append(block)

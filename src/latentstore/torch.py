@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from latentstore._options import choice, flag, integer, probability
 from latentstore.quantization import torch_quant
 from latentstore.store.reader import LatentStore
 from latentstore.store.sampling import batch_slices
@@ -62,9 +63,7 @@ def flip_mask(indices, flip_prob: float, seed: int, epoch: int) -> np.ndarray:
 
 
 def _check_flip(store: LatentStore, flip_prob: float) -> float:
-    flip_prob = float(flip_prob)
-    if not 0.0 <= flip_prob <= 1.0:
-        raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+    flip_prob = probability(flip_prob, "flip_prob")
     if flip_prob > 0 and not store.has_flip:
         raise ValueError(
             f"flip_prob={flip_prob} needs stored flip/ latents, and {store.path} has none; "
@@ -215,12 +214,11 @@ class LatentDataset(torch.utils.data.Dataset):
     def __init__(
         self, store_or_path, flip_prob: float = 0.0, normalize=False, seed: int = 0, *, read_in: str = "consumer"
     ):
-        if read_in not in ("consumer", "worker"):
-            raise ValueError(f"read_in must be 'consumer' or 'worker', got {read_in!r}")
+        read_in = choice(read_in, "read_in", ("consumer", "worker"))
         self.store = _open(store_or_path)
         self.flip_prob = _check_flip(self.store, flip_prob)
         self.normalize = normalize
-        self.seed = int(seed)
+        self.seed = integer(seed, "seed", minimum=0)
         self.read_in = read_in
         self.epoch = 0
         self.store.normalization(normalize)  # fail now, not in a worker
@@ -243,7 +241,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's flips (with DataLoader workers, call it before iterating)."""
-        self.epoch = int(epoch)
+        self.epoch = integer(epoch, "epoch", minimum=0)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -361,16 +359,15 @@ class LatentLoader:
         num_threads: int | None = None,
     ):
         self.store = _open(store)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
-            raise ValueError(f"prefetch must be a non-negative integer or None, got {prefetch!r}")
+        batch_size = integer(batch_size, "batch_size", minimum=1)
+        if prefetch is not None:
+            prefetch = integer(prefetch, "prefetch", minimum=0)
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
         self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
+        self.shuffle = flag(shuffle, "shuffle")
+        self.seed = integer(seed, "seed", minimum=0)
+        self.drop_last = flag(drop_last, "drop_last")
         self.device = torch.device(device if device is not None else "cpu")
         self.prefetch = (2 if self.device.type == "cuda" else 0) if prefetch is None else prefetch
         self.flip_prob = _check_flip(self.store, flip_prob)
@@ -384,14 +381,13 @@ class LatentLoader:
         self._cuda = self.device.type == "cuda"
         if dequantize_on is None:
             dequantize_on = "device" if self._cuda else "host"
-        if dequantize_on not in ("host", "device"):
-            raise ValueError(f"dequantize_on must be 'host' or 'device', got {dequantize_on!r}")
+        dequantize_on = choice(dequantize_on, "dequantize_on", ("host", "device"))
         self.dequantize_on = dequantize_on
         self._lut = None
         if dequantize_on == "device":
             lut = self.store.metadata.quant.lookup_table()
             self._lut = None if lut is None else torch.from_numpy(lut).to(self.device)
-        self._pin = bool(pin_memory) and self._cuda
+        self._pin = flag(pin_memory, "pin_memory") and self._cuda
         self._share = int(self.store.valid.sum()) // self.world_size
         self._epoch = 0
         self._position = 0
@@ -408,7 +404,7 @@ class LatentLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its first batch at the next iteration."""
-        self._epoch = int(epoch)
+        self._epoch = integer(epoch, "epoch", minimum=0)
         self._position = 0
 
     def state_dict(self) -> dict:

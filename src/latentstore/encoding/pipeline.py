@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentstore import format as fmt
+from latentstore._options import flag, integer
 from latentstore.errors import LatentStoreError, SourceError
 from latentstore.progress import Progress
 from latentstore.quantization.threads import available_cores, local_world_size
@@ -443,6 +444,15 @@ def encode(
     ``overwrite``. Ctrl-C stops after the current batch; the finished chunks
     are kept and the same call resumes.
     """
+    flip, draft, sample, overwrite, progress = (
+        flag(value, name) for value, name in
+        ((flip, "flip"), (draft, "draft"), (sample, "sample"), (overwrite, "overwrite"), (progress, "progress"))
+    )
+    resolution = integer(resolution, "resolution", minimum=1)
+    batch_size = integer(batch_size, "batch_size", minimum=1)
+    seed = integer(seed, "seed", minimum=0)
+    if workers is not None:
+        workers = integer(workers, "workers", minimum=0)
     world, device = _join_world(device)
     try:
         return _encode(world, source, out, model=model, revision=revision, resolution=resolution,
@@ -464,8 +474,6 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
     from latentstore.store import writer as writer_module
 
     started = time.perf_counter()
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(source, Source):
         if labels is not None or class_list_from is not None or limit is not None:
             raise ValueError("labels, class_list_from and limit apply to a source path; open the Source with them instead")

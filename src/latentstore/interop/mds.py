@@ -21,15 +21,17 @@ decodes with ``(x / 255 - 0.5) * 24``: the affine range [-12, 12].
 """
 
 import bz2
-import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from latentstore.errors import SourceError
+from latentstore import format as fmt
+from latentstore._filesystem import open_regular, read_regular
+from latentstore.errors import SourceError, UnreadableFileError
 from latentstore.interop._common import (
     ImportReport,
     affine_range,
@@ -50,25 +52,56 @@ STRING_ENCODINGS = ("str", "str_int")
 #: Fixed-size integer encodings of a label column: name -> little-endian dtype.
 INTEGER_ENCODINGS = {"int": "<i8", "int64": "<i8", "int32": "<i4", "int16": "<i2", "int8": "i1",
                      "uint64": "<u8", "uint32": "<u4", "uint16": "<u2", "uint8": "u1"}
+#: A shard's sample count and offsets are uint32, so no shard holds more.
+MAX_SHARD_BYTES = (1 << 32) - 1
 
+
+
+# Each inflater returns at most ``expected + 1`` bytes, so that a shard
+# inflating beyond its declared size is seen without inflating it whole.
+def _inflate_gzip(data: bytes, expected: int) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, expected + 1)
+
+
+def _inflate_bz2(data: bytes, expected: int) -> bytes:
+    return bz2.BZ2Decompressor().decompress(data, max_length=expected + 1)
+
+
+def _inflate_zstd(data: bytes, expected: int) -> bytes:
+    from numcodecs import Zstd
+
+    # numcodecs refuses a frame larger than ``out`` before inflating it; a
+    # smaller one leaves zeros behind, which the shard's offsets then expose.
+    out = np.zeros(expected, dtype=np.uint8)
+    try:
+        decoded = Zstd().decode(data, out=out)
+    except ValueError as exc:  # the frame says it is larger than the buffer: refused before inflating
+        raise SourceError(f"the shard inflates beyond its declared size ({exc})") from None
+    return bytes(np.frombuffer(decoded, dtype=np.uint8))
 
 
 def _decompressor(compression: str | None):
+    """``inflate(data, expected)`` for a shard's compression."""
     family = (compression or "").split(":")[0]
     if not family:
         return None
-    if family == "zstd":
-        from numcodecs import Zstd
+    inflaters = {"zstd": _inflate_zstd, "gz": _inflate_gzip, "bz2": _inflate_bz2}
+    if family not in inflaters:
+        raise SourceError(
+            f"shards compressed with {compression!r} are not supported (zstd, gz and bz2 are); "
+            "decompress them first, e.g. with mosaicml-streaming, keeping the index.json"
+        )
+    return inflaters[family]
 
-        return lambda data: bytes(Zstd().decode(data))
-    if family == "gz":
-        return gzip.decompress
-    if family == "bz2":
-        return bz2.decompress
-    raise SourceError(
-        f"shards compressed with {compression!r} are not supported (zstd, gz and bz2 are); "
-        "decompress them first, e.g. with mosaicml-streaming, keeping the index.json"
-    )
+
+def _count(entry: dict, key: str, where: str, *, maximum: int) -> int:
+    """``entry[key]`` (a path like "raw_data.bytes"), which must be an integer in [0, maximum]."""
+    value = entry
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise SourceError(f"{where}: {key} is {value!r}; expected an integer in [0, {maximum:,}]")
+    return value
 
 
 @dataclass(frozen=True)
@@ -80,6 +113,7 @@ class ShardInfo:
     compressed: bool
     compression: str | None
     samples: int
+    raw_bytes: int
     column_names: tuple[str, ...]
     column_encodings: tuple[str, ...]
     column_sizes: tuple[int | None, ...]
@@ -101,12 +135,17 @@ class ShardInfo:
                 # mosaicml-streaming keeps the compressed file and may or may not
                 # have unpacked it; a raw file next to it is read directly.
                 path, compressed = directory / zipped["basename"], True
-            samples = int(entry["samples"])
+            samples = _count(entry, "samples", where, maximum=(1 << 32) - 1)
+            raw_bytes = _count(entry, "raw_data.bytes", where, maximum=MAX_SHARD_BYTES)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise SourceError(f"{where} is not a valid MDS shard entry: {exc!r}") from None
         if not (len(names) == len(encodings) == len(sizes)):
             raise SourceError(f"{where}: column_names, column_encodings and column_sizes differ in length")
-        return cls(number, path, compressed, entry.get("compression"), samples, names, encodings, sizes)
+        if not all(isinstance(n, str) for n in names + encodings):
+            raise SourceError(f"{where}: column names and encodings must be strings")
+        if not all(z is None or (isinstance(z, int) and not isinstance(z, bool) and 0 < z <= MAX_SHARD_BYTES) for z in sizes):
+            raise SourceError(f"{where}: column_sizes are {list(sizes)}; expected positive integers or null")
+        return cls(number, path, compressed, entry.get("compression"), samples, raw_bytes, names, encodings, sizes)
 
 
 def read_index(directory) -> list[ShardInfo]:
@@ -114,10 +153,10 @@ def read_index(directory) -> list[ShardInfo]:
     directory = Path(directory)
     index_path = directory / INDEX_NAME
     try:
-        index = json.loads(index_path.read_text())
+        index = json.loads(read_regular(index_path, fmt.MAX_METADATA_BYTES))
     except FileNotFoundError:
         raise SourceError(f"no {INDEX_NAME} in {directory}; pass the directory that holds the MDS index and shards") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise SourceError(f"cannot read {index_path}: {exc}") from exc
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise SourceError(f"{index_path} has no 'shards' list; it is not an MDS index")
@@ -140,14 +179,22 @@ class MDSShard:
         info = self.info
         try:
             if info.compressed:
-                return np.frombuffer(_decompressor(info.compression)(info.path.read_bytes()), dtype=np.uint8)
-            if os.path.getsize(info.path) == 0:
-                return np.zeros(0, dtype=np.uint8)
-            return np.memmap(info.path, dtype=np.uint8, mode="r")
+                inflate = _decompressor(info.compression)
+                raw = inflate(read_regular(info.path, MAX_SHARD_BYTES), info.raw_bytes)
+                if len(raw) != info.raw_bytes:
+                    raise self._corrupt(f"it inflates to {'more than ' if len(raw) > info.raw_bytes else ''}"
+                                        f"{min(len(raw), info.raw_bytes):,} bytes, {INDEX_NAME} says {info.raw_bytes:,}")
+                return np.frombuffer(raw, dtype=np.uint8)
+            with os.fdopen(open_regular(info.path), "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return np.zeros(0, dtype=np.uint8)
+                return np.memmap(f, dtype=np.uint8, mode="r")
         except FileNotFoundError:
             raise SourceError(f"shard file {info.path} listed in {INDEX_NAME} is missing") from None
         except SourceError:
             raise
+        except UnreadableFileError as exc:
+            raise SourceError(f"shard file {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any decompressor or I/O failure
             raise SourceError(f"cannot read shard file {info.path}: {exc}") from exc
 
@@ -281,6 +328,11 @@ class MDSDataset:
                         raise SourceError(f"label {label} is called both {names[label]!r} and {name!r} in {info.path}")
         if labels.size and labels.min() < -1:
             raise SourceError(f"labels must be class indices >= 0 (or -1 for unknown), found {labels.min()}")
+        if self.class_column and labels.size and labels.max() >= fmt.MAX_CLASSES:
+            raise SourceError(
+                f"label {labels.max()} with a class column would need {labels.max() + 1:,} class names "
+                f"(at most {fmt.MAX_CLASSES:,}); import without names (--class-column '') if the labels are right"
+            )
         self.labels = labels
         if self.class_column and labels.size:
             # Indices that no sample uses get an empty name.

@@ -46,8 +46,10 @@ def load_records(path, *, mmap: bool = True) -> list:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SourceError(f"no file at {path}; pass the .pt file written by torch.save")
+    if not path.is_file():
+        raise SourceError(f"{path} is not a regular file (a directory, FIFO or device); pass the .pt file written by torch.save")
     mmap = mmap and zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings():
@@ -89,10 +91,10 @@ class RecordList:
         latent = first["latent"]
         self.dtype = getattr(latent, "dtype", None)
         self.latent_shape = tuple(getattr(latent, "shape", ()))
-        if str(self.dtype) != "torch.uint8" or not self.latent_shape:
+        if str(self.dtype) != "torch.uint8" or not self.latent_shape or 0 in self.latent_shape:
             raise SourceError(
                 f"record 0 of {path} has a latent of {self.dtype} {self.latent_shape}, expected a uint8 tensor "
-                "(C, H, W); this importer copies uint8 codes of a global affine quantization"
+                "(C, H, W) with no empty axis; this importer copies uint8 codes of a global affine quantization"
             )
         self.has_labels = "label" in first
         self.has_ids = "id" in first
