@@ -39,6 +39,7 @@ import numpy as np
 
 from latentstore import format as fmt
 from latentstore._options import flag, integer
+from latentstore.encoding.sources import printable
 from latentstore.errors import LatentStoreError, SourceError
 from latentstore.progress import Progress
 from latentstore.quantization.threads import available_cores, local_world_size
@@ -233,6 +234,8 @@ class _CropBatches:
                 pixels[int(ok.sum())] = self.preprocessing(raw)
             except ImageDecodeError as e:
                 reasons[i] = e.reason
+            except MemoryError:  # one image too big for this machine is one failed sample, not the run
+                reasons[i] = "decoding it needs more memory than this process has"
             else:
                 ok[i - start] = True
         return _CropBatch(start, ok, torch.from_numpy(pixels[: int(ok.sum())]), reasons)
@@ -320,13 +323,13 @@ class _Chunk:
             labels=np.asarray(source.labels[self.start : self.stop]),
             valid=self.valid,
             flip_codes=self.codes[1] if len(self.codes) > 1 else None,
-            ids=source.ids[self.start : self.stop],
+            ids=[printable(name) for name in source.ids[self.start : self.stop]],
             failures=self.reasons,
         )
 
 
 def _read_failures(writer, source) -> list[Failure]:
-    return [Failure(index, source.ids[index], reason) for index, reason in sorted(writer.failure_reasons().items())]
+    return [Failure(index, printable(source.ids[index]), reason) for index, reason in sorted(writer.failure_reasons().items())]
 
 
 def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed, progress) -> None:

@@ -19,7 +19,9 @@ from typing import Literal
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from latentstore.errors import FormatError, ImageDecodeError, SourceError
+from latentstore._filesystem import read_regular
+from latentstore.encoding.sources import MAX_IMAGE_FILE_BYTES
+from latentstore.errors import FormatError, ImageDecodeError, SourceError, UnreadableFileError
 
 __all__ = [
     "ImageDecodeError",
@@ -32,6 +34,11 @@ __all__ = [
 ]
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
+
+#: Decoded pixels an image may have (Pillow refuses above 2 x 89 M on its own).
+MAX_DECODED_PIXELS = 1 << 28
+#: How many times the crop's area a resize may produce: aspect ratios up to 64:1.
+MAX_RESIZE_AREA = 64
 
 # Transparent pixels are composited on white: black would turn the "empty"
 # background of a cut-out into the darkest colour of the image.
@@ -111,7 +118,12 @@ def _load(source: ImageInput, draft: int | None) -> tuple[Image.Image, _Box | No
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name, fp = None, io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
-        name = fp = os.fspath(source)
+        name = os.fspath(source)
+        try:
+            # Regular files only, within the cap: a FIFO would block Pillow's open forever.
+            fp = io.BytesIO(read_regular(name, MAX_IMAGE_FILE_BYTES))
+        except UnreadableFileError as e:
+            raise ImageDecodeError(e.reason, name) from None
     else:
         raise TypeError(
             f"expected a path, bytes or a PIL image, got {type(source).__name__}"
@@ -122,6 +134,8 @@ def _load(source: ImageInput, draft: int | None) -> tuple[Image.Image, _Box | No
             return _decode(source, draft, owned=False)
         with Image.open(fp) as img:
             return _decode(img, draft, owned=True)
+    except ImageDecodeError as e:  # our own checks: keep the reason, add the name
+        raise ImageDecodeError(e.reason, name) from None
     except _DECODE_ERRORS as e:
         raise ImageDecodeError(_reason(e), name) from e
 
@@ -142,6 +156,12 @@ def _decode(
         reduced = img.draft("RGB", (draft, draft))
         if reduced is not None and reduced[1][2:] != img.size:
             box = reduced[1]
+    width, height = img.size
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageDecodeError(
+            f"{width}x{height} pixels is more than the {MAX_DECODED_PIXELS:,} an image may have here; "
+            "downscale it first"
+        )
     # Decoding happens here, so truncated or corrupt data fails inside the
     # caller's try block rather than later in a resize.
     img.load()
@@ -202,6 +222,15 @@ def _check_size(image_size: int) -> None:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
 
 
+def _check_resize(size: tuple[int, int], image_size: int, original: tuple[int, int]) -> None:
+    """Refuse a resize whose result would dwarf the crop taken from it (an extreme aspect ratio)."""
+    if size[0] * size[1] > MAX_RESIZE_AREA * image_size * image_size:
+        raise ImageDecodeError(
+            f"its aspect ratio ({original[0]}x{original[1]}) is too extreme: a short side of {image_size} "
+            f"would need a {size[0]}x{size[1]} resize; crop it to at most {MAX_RESIZE_AREA}:1 first"
+        )
+
+
 def _center_crop(arr: np.ndarray, image_size: int) -> np.ndarray:
     crop_y = (arr.shape[0] - image_size) // 2
     crop_x = (arr.shape[1] - image_size) // 2
@@ -231,6 +260,7 @@ def center_crop_arr(
         box = None
     scale = image_size / min(*size)
     size = tuple(round(x * scale) for x in size)
+    _check_resize(size, image_size, pil_image.size)
     pil_image = pil_image.resize(size, resample=Image.Resampling.BICUBIC, box=box)
     return _center_crop(np.asarray(pil_image), image_size)
 
@@ -247,6 +277,7 @@ def resize_center_crop(
     size = pil_image.size if box is None else (box[2] - box[0], box[3] - box[1])
     scale = image_size / min(*size)
     size = tuple(round(x * scale) for x in size)
+    _check_resize(size, image_size, pil_image.size)
     pil_image = pil_image.resize(size, resample=Image.Resampling.BICUBIC, box=box)
     return _center_crop(np.asarray(pil_image), image_size)
 

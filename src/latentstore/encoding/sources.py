@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from latentstore._filesystem import read_regular
 from latentstore.errors import ImageDecodeError, SourceError
 
 __all__ = [
@@ -42,6 +43,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _SHOWN = 5  # how many offending names an error message lists
+#: Bytes an image file may have: far above any photo, far below a /dev/zero.
+MAX_IMAGE_FILE_BYTES = 256 << 20
 
 
 class _PackedStrings(Sequence):
@@ -53,7 +56,8 @@ class _PackedStrings(Sequence):
     """
 
     def __init__(self, strings: Iterable[str]):
-        encoded = [s.encode("utf-8") for s in strings]
+        # File names that are not UTF-8 arrive surrogate-escaped (PEP 383) and go back unchanged.
+        encoded = [s.encode("utf-8", "surrogateescape") for s in strings]
         self._offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
         self._data = b"".join(encoded)
@@ -65,7 +69,7 @@ class _PackedStrings(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         i = _check_index(i, len(self))
-        return self._data[self._offsets[i] : self._offsets[i + 1]].decode("utf-8")
+        return self._data[self._offsets[i] : self._offsets[i + 1]].decode("utf-8", "surrogateescape")
 
     def __repr__(self) -> str:
         head = ", ".join(repr(s) for s in self[:3])
@@ -75,6 +79,15 @@ class _PackedStrings(Sequence):
         h = hashlib.sha256(self._offsets.tobytes())
         h.update(self._data)
         return h.hexdigest()
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes of a non-UTF-8 file name as ``\\xNN`` escapes: safe to print and to store as text.
+
+    (A name that really contains a backslash and "x" followed by two hex digits reads the same; the
+    source itself keeps the exact bytes.)
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _check_index(i, n: int) -> int:
@@ -159,10 +172,11 @@ class _FileSource(Source):
         i = _check_index(i, len(self))
         path = os.path.join(self.root, self.ids[i])
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise ImageDecodeError(f"cannot read the file: {e.strerror or e}", path) from e
+            raw = read_regular(path, MAX_IMAGE_FILE_BYTES)
+        except FileNotFoundError as e:
+            raise ImageDecodeError("the file is gone (deleted since the folder was listed)", path) from e
+        except OSError as e:  # UnreadableFileError: a FIFO, device, directory, loop, or too large
+            raise ImageDecodeError(getattr(e, "reason", None) or f"cannot read the file: {e.strerror or e}", path) from e
         return raw, int(self.labels[i])
 
 
@@ -173,10 +187,20 @@ def _is_image(name: str) -> bool:
 def _scan_images(root: str) -> list[str]:
     """Image files under ``root``, recursively, as sorted '/'-separated relative paths.
 
-    Hidden files and folders (a leading '.') are skipped.
+    Hidden files and folders (a leading '.') are skipped; folders reached
+    again through a symlink are not walked twice.
     """
     found = []
+    seen = set()  # (device, inode) of every folder walked: a symlink loop is walked once
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, root)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
@@ -617,6 +641,14 @@ _KINDS = {
 }
 
 
+def _entry_is(entry: os.DirEntry, test) -> bool:
+    """``test(entry)``, False for an entry that cannot be resolved (a symlink loop, a vanished file)."""
+    try:
+        return test(entry)
+    except OSError:
+        return False
+
+
 def _detect(spec: str, labels: str | None) -> str:
     if labels is not None:
         return "labeled"
@@ -640,8 +672,8 @@ def _detect(spec: str, labels: str | None) -> str:
         n.endswith(".parquet") for n in names
     ):
         return "hf"
-    has_folders = any(e.is_dir() for e in entries)
-    has_images = any(e.is_file() and _is_image(e.name) for e in entries)
+    has_folders = any(_entry_is(e, os.DirEntry.is_dir) for e in entries)
+    has_images = any(_entry_is(e, os.DirEntry.is_file) and _is_image(e.name) for e in entries)
     return "imagefolder" if has_folders and not has_images else "unlabeled"
 
 
