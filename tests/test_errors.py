@@ -20,6 +20,7 @@ from latentstore.errors import (
     SourceError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreWriteError,
     UnreadableFileError,
 )
 
@@ -65,6 +66,7 @@ CASES = {
         UnreadableFileError("/data/train/x.jpg", "is a FIFO (named pipe), not a regular file"),
         UnreadableFileError("/data/s.zarr/zarr.json", "is 1,000,000,000 bytes, more than the 67,108,864 this file may have"),
     ],
+    "StoreWriteError": [StoreWriteError("/data/in1k.zarr", 12, "No space left on device")],
     "InvalidSampleError": [InvalidSampleError("sample 17 is marked invalid (decode failed)")],
     "NonFiniteError": [
         NonFiniteError(5),
@@ -184,6 +186,7 @@ BUILTIN_BASES = {
     "ModelLoadError": RuntimeError,
     "SourceError": ValueError,
     "UnreadableFileError": OSError,
+    "StoreWriteError": OSError,
     "ImageDecodeError": SourceError,
 }
 

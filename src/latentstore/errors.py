@@ -21,6 +21,7 @@ __all__ = [
     "IncompatibleStoreError",
     "CorruptChunkError",
     "UnreadableFileError",
+    "StoreWriteError",
     "InvalidSampleError",
     "NonFiniteError",
     "ScaleOverflowError",
@@ -89,6 +90,23 @@ class UnreadableFileError(LatentStoreError, OSError):
 
     def __reduce__(self):
         return type(self), (self.path, self.reason), _state(self)
+
+
+class StoreWriteError(LatentStoreError, OSError):
+    """A chunk could not be written (disk full, quota, file size limit). The
+    chunks written before are intact and a rerun resumes after them."""
+
+    def __init__(self, path: str, chunk: int, reason: str):
+        self.path = path
+        self.chunk = chunk
+        self.reason = reason
+        super().__init__(
+            f"cannot write chunk {chunk} of {path}: {reason}; free space (or move the store), then rerun "
+            "the same command: the finished chunks are kept and the run resumes after them"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.path, self.chunk, self.reason), _state(self)
 
 
 class InvalidSampleError(LatentStoreError, ValueError):

@@ -16,6 +16,7 @@ from latentstore import format as fmt
 from latentstore.errors import CorruptChunkError, FormatError
 from latentstore.inspection.verify import verify
 from latentstore.store import reader as reader_module
+from tests.faults.limits import run_limited
 
 SHAPE, CHUNK, N = (2, 2, 2), 8, 40
 CHUNKS = N // CHUNK
@@ -348,3 +349,36 @@ def test_a_group_document_that_is_not_an_object(finished, document):
     with pytest.raises(FormatError, match="zarr.json"):
         latentstore.open(finished)
     assert not verify(finished).ok
+
+
+# -- 13. a full disk while writing ---------------------------------------------
+def test_a_full_disk_is_a_clear_error_and_the_store_resumes(tmp_path):
+    """The child's file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) fails writes as a full disk would."""
+    path = tmp_path / "s.zarr"
+    code = (
+        "import resource, signal\n"
+        "import numpy as np\n"
+        "import latentstore\n"
+        "from tests.faults.test_faults_store import sample_values\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"writer = latentstore.create({str(path)!r}, 48, (32, 8, 8), chunk_samples=16)\n"
+        "x = sample_values(48, (32, 8, 8))\n"
+        "writer.write(0, x[:16]); writer.write(16, x[16:32])\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "try:\n"
+        "    writer.write(32, x[32:])\n"
+        "except latentstore.errors.StoreWriteError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    result = run_limited(code, memory_mb=4096)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: cannot write chunk 2 of" in result.stdout and "rerun" in result.stdout
+    store = latentstore.open(path)
+    assert np.flatnonzero(store.valid).tolist() == list(range(32))
+    writer = latentstore.create(path, 48, (32, 8, 8), chunk_samples=16)
+    assert writer.pending_chunks() == [2]
+    writer.write(32, sample_values(48, (32, 8, 8))[32:])
+    writer.close()
+    store = latentstore.open(path)
+    assert store.valid.all()
+    np.testing.assert_allclose(store.read(np.arange(48))[0], sample_values(48, (32, 8, 8)), rtol=0.01)

@@ -8,13 +8,14 @@ worst chunks that read as "not written" and are redone on resume (zarr's
 local store also writes each file atomically).
 """
 
+import errno
 import shutil
 
 import numpy as np
 
 from latentstore import format as fmt
 from latentstore._options import flag, integer
-from latentstore.errors import FormatError, IncompatibleStoreError, StoreExistsError
+from latentstore.errors import FormatError, IncompatibleStoreError, StoreExistsError, StoreWriteError
 from latentstore.format import QuantSpec, StoreMetadata
 from latentstore.quantization.kernels import quantize
 from latentstore.store.files import store_files
@@ -342,6 +343,15 @@ class StoreWriter:
             raise ValueError("this store was created without failures=True; it has no failures array")
 
         region = slice(start, stop)
+        try:
+            self._write_arrays(region, blocks, labels, valid, ids, failures, n)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StoreWriteError(self.path, start // m.chunk_samples, exc.strerror or str(exc)) from exc
+            raise
+
+    def _write_arrays(self, region: slice, blocks: dict, labels, valid, ids, failures, n: int) -> None:
+        """The chunk's files, its valid flags last: a chunk counts as done once they land."""
         for name, (q, scales) in blocks.items():
             self._arrays[name][region] = q
             if scales is not None:
