@@ -8,6 +8,8 @@ exits 1; nothing blocks (the deadline fixture fails a hang) and nothing reads
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -96,6 +98,7 @@ def test_a_chunk_the_system_refuses_to_open_is_named(finished, monkeypatch):
     assert "Permission denied" in report.errors[0].message
 
 
+@pytest.mark.slow  # a child process
 def test_an_unreadable_chunk_is_named(tmp_path):
     """Run as an unprivileged user (root reads every file): as ``nobody`` when the tests run as root."""
     shared = Path(tempfile.mkdtemp(prefix="latentstore-unreadable-"))
@@ -157,6 +160,7 @@ def test_metadata_larger_than_the_cap_is_refused_unread(finished):
     assert not verify(finished).ok
 
 
+@pytest.mark.slow  # a child process
 def test_a_store_of_devices_never_exhausts_memory(finished):
     """Every chunk and document a link to /dev/zero: a bounded child opens and verifies, and fails cleanly."""
     for target in [finished / "zarr.json", *[chunk_path(finished, a, k) for a in (fmt.LATENTS, fmt.SCALES) for k in range(3)]]:
@@ -185,3 +189,53 @@ def test_verify_reports_a_claim_of_a_billion_chunks_without_allocating(finished)
         latentstore.open(finished)
     report = verify(finished)
     assert not report.ok and "chunks" in str(report)
+
+
+@pytest.mark.parametrize("array", [fmt.LATENTS, fmt.LABELS])
+def test_zstd_listed_on_raw_chunks_names_the_chunk(finished, array):
+    target = finished / array / "zarr.json"
+    document = json.loads(target.read_text())
+    document["codecs"].insert(1, {"name": "zstd", "configuration": {"level": 0, "checksum": False}})
+    target.write_text(json.dumps(document))
+    with pytest.raises(CorruptChunkError, match=f"{array}.*chunk 0.*cannot be decoded"):
+        latentstore.open(finished).read(np.arange(N))
+    report = verify(finished)
+    assert not report.ok and {p.array for p in report.errors} == {array}
+
+
+# -- 9. a chunk file changed under a reader ---------------------------------------
+SIGBUS_READER = (
+    "import os, sys\n"
+    "import numpy as np\n"
+    "import latentstore\n"
+    "store = latentstore.open(sys.argv[1])\n"
+    "store.read(np.arange({n}))\n"
+    "{change}\n"
+    "latents, _ = store.read(np.arange({n}))\n"
+    "print('read', float(latents.sum()))\n"
+)
+
+
+def run_reader(finished, change):
+    code = SIGBUS_READER.format(n=N, change=change)
+    return subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(finished)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow  # a child process
+def test_a_chunk_replaced_by_rename_under_a_reader_is_safe(finished):
+    target = chunk_path(finished, fmt.LATENTS)
+    replacement = f"{target}.new"
+    result = run_reader(finished, f"open({replacement!r}, 'wb').write(b'x' * os.path.getsize({str(target)!r})); "
+                                  f"os.replace({replacement!r}, {str(target)!r})")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("read ")  # the reader keeps the file it mapped
+
+
+@pytest.mark.slow  # a child process
+def test_a_chunk_truncated_in_place_under_a_reader_dies_with_a_recognisable_bus_error(finished):
+    """Documented in docs/faults.md: SIGBUS with the read in latentstore's reader on the stack."""
+    target = chunk_path(finished, fmt.LATENTS)
+    result = run_reader(finished, f"os.truncate({str(target)!r}, 0)")
+    assert result.returncode == -signal.SIGBUS
+    assert "Bus error" in result.stderr and "latentstore/store/reader.py" in result.stderr

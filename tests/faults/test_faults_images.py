@@ -81,6 +81,7 @@ def test_each_hostile_file_is_one_failed_sample_with_its_reason(tmp_path, tiny_m
     assert "fifo.jpg" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a child process
 def test_an_extreme_aspect_ratio_is_refused_before_the_resize_allocates(tmp_path):
     path = tmp_path / "panorama.png"
     Image.new("L", (65535, 1), 128).save(path)

@@ -7,6 +7,8 @@ cannot read through is an error naming the array and chunk.
 
 import json
 import multiprocessing
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -352,6 +354,7 @@ def test_a_group_document_that_is_not_an_object(finished, document):
 
 
 # -- 13. a full disk while writing ---------------------------------------------
+@pytest.mark.slow  # a child process
 def test_a_full_disk_is_a_clear_error_and_the_store_resumes(tmp_path):
     """The child's file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) fails writes as a full disk would."""
     path = tmp_path / "s.zarr"
@@ -382,3 +385,26 @@ def test_a_full_disk_is_a_clear_error_and_the_store_resumes(tmp_path):
     store = latentstore.open(path)
     assert store.valid.all()
     np.testing.assert_allclose(store.read(np.arange(48))[0], sample_values(48, (32, 8, 8)), rtol=0.01)
+
+
+# -- 8. a store that claims many samples it does not have -----------------------
+@pytest.mark.slow  # a child process
+def test_opening_a_mostly_unwritten_huge_store_touches_no_placeholder_pages(tmp_path):
+    """500 M samples claimed, one chunk written: the reader's memory stays that of one chunk."""
+    path = tmp_path / "s.zarr"
+    n, chunk = 500_000_000, 1 << 16
+    writer = latentstore.create(path, n, SHAPE, chunk_samples=chunk)
+    writer.write(0, sample_values(chunk), labels=np.zeros(chunk, int))
+    code = (
+        "import resource, numpy as np, latentstore\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"store = latentstore.open({str(path)!r})\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert int(store.valid[:70000].sum()) == 65536 and not store.valid[-1]\n"
+        "print((after - before) // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    grown_mib = int(result.stdout.split()[-1])
+    # Placeholders touched would be labels 2 GB + valid 0.5 GB + scales 1 GB; one chunk is < 2 MiB.
+    assert grown_mib < 100, f"opening grew the process by {grown_mib} MiB"

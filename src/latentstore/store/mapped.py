@@ -125,6 +125,25 @@ class MappedChunks:
         return self.addresses, self.chunk_rows, rows, scale_bits, self
 
 
+def read_rows(array, rows: np.ndarray) -> np.ndarray:
+    """``array``'s rows through zarr-python; a chunk its codecs cannot decode is a
+    CorruptChunkError naming the array and the chunk."""
+    try:
+        return array.get_orthogonal_selection((rows,))
+    except Exception:  # codecs raise anything from ValueError to zstd's RuntimeError
+        pass
+    chunk_rows = array.chunks[0]
+    for chunk in np.unique(rows // chunk_rows).tolist():
+        try:
+            array[chunk * chunk_rows : (chunk + 1) * chunk_rows]
+        except Exception as exc:
+            raise CorruptChunkError(
+                array.path, chunk, f"the chunk cannot be decoded ({type(exc).__name__}: {exc}); "
+                "run 'latentstore verify' on the store"
+            ) from exc
+    return array.get_orthogonal_selection((rows,))  # it read on a second try: whatever failed was transient
+
+
 class ZarrRows:
     """Rows of one or more same-shaped zarr arrays, read through zarr-python."""
 
@@ -141,7 +160,7 @@ class ZarrRows:
         for a, array in enumerate(self.arrays):
             wanted = unique[which == a] - a * self.padded_rows
             if wanted.size:
-                parts.append(array.get_orthogonal_selection((wanted,)))
+                parts.append(read_rows(array, wanted))
         if not parts:
             return np.empty((0, *self.arrays[0].shape[1:]), self.arrays[0].dtype), unique, inverse
         return np.ascontiguousarray(np.concatenate(parts)), unique, inverse.reshape(-1).astype(np.int64)

@@ -28,7 +28,7 @@ from latentstore.quantization.kernels import (
 )
 from latentstore.quantization.threads import threads_for
 from latentstore.store.files import LocalFiles
-from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array
+from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array, read_rows
 from latentstore.store.sampling import batch_slices, epoch_order
 
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
@@ -192,14 +192,14 @@ class LatentStore:
         self._rows = ZarrRows([arrays[name] for name in latent_names], padded)
 
         def load(name):
-            data = np.asarray(arrays[name][:])
+            data = read_rows(arrays[name], np.arange(m.num_samples))
             pad = [(0, padded - len(data))] + [(0, 0)] * (data.ndim - 1)
             return np.pad(data, pad)
 
         # Valid flags first, for the snapshot rule of _open_local.
-        self.valid = np.asarray(arrays[fmt.VALID][:]) != 0
+        self.valid = read_rows(arrays[fmt.VALID], np.arange(m.num_samples)) != 0
         self._scale_bits = self._stack_scales(load, latent_names)
-        self.labels = np.ascontiguousarray(arrays[fmt.LABELS][:])
+        self.labels = np.ascontiguousarray(read_rows(arrays[fmt.LABELS], np.arange(m.num_samples)))
         self.fast = False
 
     def _stack_scales(self, load, latent_names: list[str]) -> np.ndarray | None:
