@@ -87,8 +87,17 @@ def test_loader_batches_are_the_store_reads(store, prefetch, dequantize_on, norm
     assert_batches_equal(cloned(loader), expected)
 
 
-def test_cpu_batches_stay_intact_until_the_next_is_requested(store, monkeypatch):
-    loader = LatentLoader(store, 4, prefetch=2)
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_kept_batches_stay_valid_by_default(store, prefetch):
+    loader = LatentLoader(store, 4, prefetch=prefetch)
+    kept = list(loader)  # no clone
+    expected = list(expected_batches(store, 4))
+    assert len({latents.data_ptr() for latents, _ in kept}) == len(kept)
+    assert_batches_equal(kept, expected)
+
+
+def test_reused_buffers_stay_intact_until_the_next_batch_is_requested(store, monkeypatch):
+    loader = LatentLoader(store, 4, prefetch=2, reuse_buffers=True)
     expected = list(expected_batches(store, 4))
     fills = threading.Semaphore(0)
     fill = loader._fill
@@ -101,8 +110,10 @@ def test_cpu_batches_stay_intact_until_the_next_is_requested(store, monkeypatch)
     monkeypatch.setattr(loader, "_fill", counted_fill)
     filled = 0
     got = 0
+    pointers = set()
     for (latents, labels), (want, want_labels) in zip(loader, expected, strict=True):
         got += 1
+        pointers.add(latents.data_ptr())
         # Let the prefetch thread run as far ahead as it can (into every other
         # buffer) before looking at the batch in hand.
         while filled < min(got + loader.prefetch, len(expected)):
@@ -111,6 +122,64 @@ def test_cpu_batches_stay_intact_until_the_next_is_requested(store, monkeypatch)
         assert latents.numpy().tobytes() == want.tobytes()
         assert labels.tolist() == want_labels.tolist()
     assert got == len(expected) == len(loader)
+    assert len(pointers) <= loader.prefetch + 1  # the buffers really are reused
+
+
+def test_set_epoch_of_the_restored_epoch_keeps_the_resume(store):
+    """The documented loop: load_state_dict, then for epoch in range(start_epoch, ...): set_epoch(epoch)."""
+    loader = LatentLoader(store, 7, seed=5)
+    loader.set_epoch(2)
+    for k, _ in enumerate(loader):
+        if k == 3:
+            break
+    state = loader.state_dict()
+    resumed = LatentLoader(store, 7, seed=5)
+    resumed.load_state_dict(state)
+    got = []
+    for epoch in range(state["epoch"], state["epoch"] + 2):
+        resumed.set_epoch(epoch)
+        got.append([labels.tolist() for _, labels in resumed])
+    expected = [list(expected_batches(store, 7, seed=5, epoch=e)) for e in (2, 3)]
+    assert got[0] == [labels.tolist() for _, labels in expected[0][4:]]
+    assert got[1] == [labels.tolist() for _, labels in expected[1]]
+
+
+def test_set_epoch_of_another_epoch_after_a_restore_is_refused(store):
+    loader = LatentLoader(store, 7)
+    loader.load_state_dict({**loader.state_dict(), "epoch": 3, "batches_done": 2})
+    with pytest.raises(ValueError, match=r"restored to epoch 3, batch 2.*set_epoch\(4\) would drop"):
+        loader.set_epoch(4)
+    loader.set_epoch(3)
+    assert loader.state_dict()["batches_done"] == 2
+
+
+def test_skip_resumes_by_step_count(store):
+    loader = LatentLoader(store, 7, seed=1)
+    step = len(loader) + 2  # two batches into the second epoch
+    loader.set_epoch(step // len(loader))
+    loader.skip(step % len(loader))
+    expected = list(expected_batches(store, 7, seed=1, epoch=1))[2:]
+    assert_batches_equal(cloned(loader), expected)
+    with pytest.raises(ValueError, match="cannot skip 7 batches"):
+        loader.skip(len(loader) + 1)
+
+
+def test_accelerate_skip_first_batches_gives_the_same_batches(store):
+    accelerate = pytest.importorskip("accelerate")
+    loader = LatentLoader(store, 7, seed=3, flip_prob=0.5)
+    loader.set_epoch(1)
+    skipped = accelerate.skip_first_batches(loader, 2)
+    got = [(latents, labels) for latents, labels in skipped]
+    assert_batches_equal(got, list(expected_batches(store, 7, seed=3, epoch=1, flip_prob=0.5))[2:])
+
+
+@pytest.mark.parametrize("name", ["num_workers", "sampler", "collate_fn", "persistent_workers", "prefetch_factor"])
+def test_dataloader_arguments_without_meaning_here_say_what_to_use(store, name):
+    with pytest.raises(TypeError, match=f"LatentLoader has no {name}= argument: ") as info:
+        LatentLoader(store, 4, **{name: 2})
+    assert "use" in str(info.value) or "there are no" in str(info.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shuffel'"):
+        LatentLoader(store, 4, shuffel=True)
 
 
 def test_epochs_advance_and_differ(store):

@@ -309,6 +309,45 @@ class _Failure:
 _DONE = object()
 
 
+_DATALOADER_INSTEAD = {
+    "num_workers": "LatentLoader reads with threads in this process: num_threads= sets how many (default: the "
+                   "process's thread budget); for worker processes use DataLoader(LatentDataset(store), ...)",
+    "sampler": "the order is a seeded permutation per epoch (seed=, shuffle=, set_epoch); for a custom order "
+               "use DataLoader(LatentDataset(store), sampler=...)",
+    "batch_sampler": "use batch_size=, drop_last=, shuffle= and seed=, or DataLoader(LatentDataset(store), batch_sampler=...)",
+    "collate_fn": "batches are (latents, labels) tensors already; use DataLoader(LatentDataset(store), collate_fn=...) "
+                  "for another layout",
+    "persistent_workers": "there are no worker processes to keep (see num_workers)",
+    "prefetch_factor": "use prefetch= (batches read ahead on a thread)",
+    "worker_init_fn": "there are no worker processes (see num_workers)",
+    "multiprocessing_context": "there are no worker processes (see num_workers)",
+    "timeout": "reads do not wait on workers; there is nothing to time out",
+    "generator": "the order is drawn from seed= and the epoch; pass seed=",
+}
+
+
+def _refuse_dataloader_arguments(arguments: dict) -> None:
+    for name in arguments:
+        if name in _DATALOADER_INSTEAD:
+            raise TypeError(f"LatentLoader has no {name}= argument: {_DATALOADER_INSTEAD[name]}")
+        raise TypeError(f"LatentLoader() got an unexpected keyword argument {name!r}")
+
+
+class _BatchPositions:
+    """The remaining batches of a loader's current epoch as lists of dataset positions (a batch sampler)."""
+
+    def __init__(self, loader: "LatentLoader"):
+        epoch, order, parts = loader._plan()
+        positions = np.searchsorted(np.flatnonzero(loader.store.valid), order)
+        self._batches = [positions[part].tolist() for part in parts]
+
+    def __iter__(self):
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
 class LatentLoader:
     """Batches of ``(latents, labels)`` tensors for a training loop, read ahead on a thread.
 
@@ -334,9 +373,21 @@ class LatentLoader:
     fastest using all of them in the foreground (measured: 1.9 M vs 1.2 M
     samples/s on 2 cores).
 
-    On the CPU, batches are views of ``prefetch + 1`` reused buffers: a batch
-    stays intact until the next one is requested; ``.clone()`` it to keep it
-    longer. With CUDA the buffers are pinned and copied asynchronously.
+    Every batch is a tensor of its own: keep it as long as you like (a fixed
+    visualisation batch, a prefetcher's queue). ``reuse_buffers=True`` makes CPU
+    batches views of ``prefetch + 1`` reused buffers instead, which saves an
+    allocation per batch (docs/training.md has the figure); a batch then stays
+    intact only until the next one is requested. With CUDA the host buffers are
+    pinned, reused and copied asynchronously, and the device tensors are new.
+
+    For code written around ``torch.utils.data.DataLoader``: ``loader.dataset``
+    is the equivalent :class:`LatentDataset` and ``loader.batch_sampler`` yields
+    this epoch's remaining batches as dataset positions, which is what
+    ``accelerate``'s ``skip_first_batches`` rebuilds a DataLoader from;
+    :meth:`skip` skips batches of the current epoch (resuming by step count).
+    DataLoader arguments that have no meaning here (``num_workers``,
+    ``sampler``, ``collate_fn``, ...) raise a TypeError that says what to use
+    instead; see docs/training.md for the whole mapping.
     """
 
     def __init__(
@@ -357,7 +408,10 @@ class LatentLoader:
         dtype: torch.dtype = torch.float32,
         dequantize_on: str | None = None,
         num_threads: int | None = None,
+        reuse_buffers: bool = False,
+        **dataloader_arguments,
     ):
+        _refuse_dataloader_arguments(dataloader_arguments)
         self.store = _open(store)
         batch_size = integer(batch_size, "batch_size", minimum=1)
         if prefetch is not None:
@@ -388,9 +442,12 @@ class LatentLoader:
             lut = self.store.metadata.quant.lookup_table()
             self._lut = None if lut is None else torch.from_numpy(lut).to(self.device)
         self._pin = flag(pin_memory, "pin_memory") and self._cuda
+        self.pin_memory = self._pin  # what DataLoader-shaped code reads: whether batches are pinned
+        self.reuse_buffers = flag(reuse_buffers, "reuse_buffers")
         self._share = int(self.store.valid.sum()) // self.world_size
         self._epoch = 0
         self._position = 0
+        self._restored: int | None = None  # the epoch load_state_dict restored, until it is iterated
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
 
     # -- epochs and resumption ---------------------------------------------
@@ -403,9 +460,35 @@ class LatentLoader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its first batch at the next iteration."""
-        self._epoch = integer(epoch, "epoch", minimum=0)
+        """Start ``epoch`` from its first batch at the next iteration.
+
+        After :meth:`load_state_dict`, ``set_epoch`` of the restored epoch keeps
+        the restored position (the usual ``for epoch in range(start_epoch, ...):
+        loader.set_epoch(epoch)`` loop resumes mid-epoch); another epoch before
+        the restored one has been iterated raises, since it would drop the resume.
+        """
+        epoch = integer(epoch, "epoch", minimum=0)
+        if self._restored is not None:
+            if epoch == self._restored:
+                return
+            raise ValueError(
+                f"the loader was restored to epoch {self._restored}, batch {self._position}, and "
+                f"set_epoch({epoch}) would drop that resume; call set_epoch({self._restored}) (or nothing) "
+                "before iterating, or load_state_dict the state of the epoch you want"
+            )
+        self._epoch = epoch
         self._position = 0
+
+    def skip(self, batches: int) -> None:
+        """Skip the next ``batches`` batches of the current epoch (resume by step count:
+        ``loader.set_epoch(step // len(loader)); loader.skip(step % len(loader))``)."""
+        batches = integer(batches, "batches", minimum=0)
+        if self._position + batches > len(self):
+            raise ValueError(
+                f"cannot skip {batches} batches at batch {self._position} of an epoch of {len(self)}; "
+                "skip at most the batches left, and set_epoch for later epochs"
+            )
+        self._position += batches
 
     def state_dict(self) -> dict:
         """Where the loader stands: the next iteration resumes from here exactly."""
@@ -436,6 +519,26 @@ class LatentLoader:
         self.seed = int(state["seed"])
         self._epoch = int(state["epoch"])
         self._position = int(state["batches_done"])
+        self._restored = self._epoch
+
+    # -- what DataLoader-shaped code looks for -------------------------------
+    @property
+    def dataset(self) -> "LatentDataset":
+        """The :class:`LatentDataset` of this store with this loader's flips and normalisation."""
+        dataset = LatentDataset(self.store, flip_prob=self.flip_prob, normalize=self.normalize, seed=self.seed)
+        dataset.set_epoch(self._epoch)
+        return dataset
+
+    @property
+    def batch_sampler(self) -> "_BatchPositions":
+        """The remaining batches of the current epoch, as positions in :attr:`dataset`."""
+        return _BatchPositions(self)
+
+    # DataLoader's attributes, as a DataLoader over batch_sampler without workers has them.
+    sampler = None
+    num_workers = 0
+    collate_fn = None
+    prefetch_factor = None
 
     # -- producing batches (on the prefetch thread) --------------------------
     def _new_buffer(self) -> _Buffer:
@@ -452,6 +555,8 @@ class LatentLoader:
         return _Buffer(latents, codes, scales, empty((self.batch_size,), torch.int64))
 
     def _fill(self, buffer: _Buffer, indices: np.ndarray, epoch: int) -> _Ready:
+        if not self._cuda and not self.reuse_buffers:
+            buffer = self._new_buffer()  # a batch of its own, valid for as long as it is kept
         if buffer.copied is not None:
             buffer.copied.synchronize()  # never overwrite memory a copy is still reading
         n = len(indices)
@@ -515,6 +620,7 @@ class LatentLoader:
 
     # -- iterating ---------------------------------------------------------
     def __iter__(self):
+        self._restored = None
         epoch, order, parts = self._plan()
         if self.prefetch == 0:
             buffer = self._new_buffer()
