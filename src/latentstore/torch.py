@@ -285,13 +285,31 @@ def _distributed_rank(rank, world_size) -> tuple[int, int]:
 
 @dataclass
 class _Buffer:
-    """One slot of the ring: host tensors the reader fills, reused batch after batch."""
+    """Host memory the reader fills: pinned tensors copied to the GPU, or (on the CPU)
+    numpy arrays whose batches are handed out as tensors over them."""
 
-    latents: torch.Tensor | None  # (B, C, H, W) float, for host dequantization
-    codes: torch.Tensor | None  # (B, C, H, W) int8/uint8, for device dequantization
-    scales: torch.Tensor | None  # (B,) or (B, C) float16
-    labels: torch.Tensor  # (B,) int64
+    latents: torch.Tensor | np.ndarray | None  # (B, C, H, W) float, for host dequantization
+    codes: torch.Tensor | np.ndarray | None  # (B, C, H, W) int8/uint8, for device dequantization
+    scales: torch.Tensor | np.ndarray | None  # (B,) or (B, C) float16
+    labels: torch.Tensor | np.ndarray  # (B,) int64
     copied: object = None  # CUDA event: the last host-to-device copy out of this slot is done
+    idle_refcounts: tuple = ()  # CPU: the arrays' reference counts when no batch uses them
+
+    def arrays(self) -> tuple:
+        return tuple(a for a in (self.latents, self.codes, self.scales, self.labels) if a is not None)
+
+    def in_use(self) -> bool:
+        """Whether a batch handed out of this buffer is still alive (held, or any view of it).
+
+        A batch's tensors are ``torch.from_numpy`` of slices of these arrays; while
+        any tensor sharing that memory lives, its storage keeps the slice, and the
+        slice keeps the array: the array's reference count says so.
+        """
+        return any(now > idle for now, idle in zip(_refcounts(self.arrays()), self.idle_refcounts))
+
+
+def _refcounts(arrays) -> tuple:
+    return tuple(sys.getrefcount(a) for a in arrays)
 
 
 @dataclass
@@ -373,12 +391,12 @@ class LatentLoader:
     fastest using all of them in the foreground (measured: 1.9 M vs 1.2 M
     samples/s on 2 cores).
 
-    Every batch is a tensor of its own: keep it as long as you like (a fixed
-    visualisation batch, a prefetcher's queue). ``reuse_buffers=True`` makes CPU
-    batches views of ``prefetch + 1`` reused buffers instead, which saves an
-    allocation per batch (docs/training.md has the figure); a batch then stays
-    intact only until the next one is requested. With CUDA the host buffers are
-    pinned, reused and copied asynchronously, and the device tensors are new.
+    A batch stays valid for as long as it is kept (a fixed visualisation
+    batch, a prefetcher's queue): on the CPU a buffer is refilled only once no
+    tensor of a batch handed out of it is alive, so a loop that drops each
+    batch reuses the same few buffers and one that keeps them never sees them
+    change. With CUDA the host buffers are pinned, reused and copied
+    asynchronously, and the device tensors are new.
 
     For code written around ``torch.utils.data.DataLoader``: ``loader.dataset``
     is the equivalent :class:`LatentDataset` and ``loader.batch_sampler`` yields
@@ -408,7 +426,6 @@ class LatentLoader:
         dtype: torch.dtype = torch.float32,
         dequantize_on: str | None = None,
         num_threads: int | None = None,
-        reuse_buffers: bool = False,
         **dataloader_arguments,
     ):
         _refuse_dataloader_arguments(dataloader_arguments)
@@ -443,11 +460,11 @@ class LatentLoader:
             self._lut = None if lut is None else torch.from_numpy(lut).to(self.device)
         self._pin = flag(pin_memory, "pin_memory") and self._cuda
         self.pin_memory = self._pin  # what DataLoader-shaped code reads: whether batches are pinned
-        self.reuse_buffers = flag(reuse_buffers, "reuse_buffers")
         self._share = int(self.store.valid.sum()) // self.world_size
         self._epoch = 0
         self._position = 0
         self._restored: int | None = None  # the epoch load_state_dict restored, until it is iterated
+        self._host_buffers: list[_Buffer] = []
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
 
     # -- epochs and resumption ---------------------------------------------
@@ -543,50 +560,70 @@ class LatentLoader:
     # -- producing batches (on the prefetch thread) --------------------------
     def _new_buffer(self) -> _Buffer:
         shape = (self.batch_size, *self.store.latent_shape)
-        empty = lambda shape, dtype: torch.empty(shape, dtype=dtype, pin_memory=self._pin)  # noqa: E731
+        if self._cuda:
+            def empty(shape, dtype):
+                torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+                return torch.empty(shape, dtype=torch_dtype, pin_memory=self._pin)
+
+        else:
+            empty = np.empty
         latents = codes = scales = None
         if self.dequantize_on == "host":
-            latents = empty(shape, self.dtype)
+            latents = empty(shape, np.dtype(_DTYPES[self.dtype]))
         else:
-            code_dtype = torch.from_numpy(np.empty(0, self.store.metadata.code_dtype)).dtype
-            codes = empty(shape, code_dtype)
+            codes = empty(shape, self.store.metadata.code_dtype)
             if self.store.metadata.quant.has_scales:
-                scales = empty((self.batch_size, *self.store.metadata.scale_shape), torch.float16)
-        return _Buffer(latents, codes, scales, empty((self.batch_size,), torch.int64))
+                scales = empty((self.batch_size, *self.store.metadata.scale_shape), np.dtype(np.float16))
+        return _Buffer(latents, codes, scales, empty((self.batch_size,), np.dtype(np.int64)))
+
+    def _idle_host_buffer(self) -> _Buffer:
+        """A CPU buffer no handed-out batch still uses: batches stay valid as long as they are kept,
+        and a loop that drops each batch reuses the same few buffers (no allocation, no page faults)."""
+        for buffer in self._host_buffers:
+            if not buffer.in_use():
+                return buffer
+        buffer = self._new_buffer()
+        buffer.idle_refcounts = _refcounts(buffer.arrays())  # held by the buffer alone
+        if len(self._host_buffers) < self.prefetch + 3:  # enough for a loop that drops its batches
+            self._host_buffers.append(buffer)
+        return buffer
 
     def _fill(self, buffer: _Buffer, indices: np.ndarray, epoch: int) -> _Ready:
-        if not self._cuda and not self.reuse_buffers:
-            buffer = self._new_buffer()  # a batch of its own, valid for as long as it is kept
+        if not self._cuda:
+            buffer = self._idle_host_buffer()
         if buffer.copied is not None:
             buffer.copied.synchronize()  # never overwrite memory a copy is still reading
         n = len(indices)
         flip = flip_mask(indices, self.flip_prob, self.seed, epoch) if self.flip_prob else None
-        labels = buffer.labels[:n]
+        host = (lambda t: t[:n].numpy()) if self._cuda else (lambda a: a[:n])  # noqa: E731
+        labels = host(buffer.labels)
+        names = ["latents"] if self.dequantize_on == "host" else ["codes"]
         if self.dequantize_on == "host":
-            latents = buffer.latents[:n]
+            latents = host(buffer.latents)
             _, label_values = self.store.read(
                 indices,
                 dtype=_DTYPES[self.dtype],
                 normalize=self._normalization or False,
-                out=latents.numpy(),
+                out=latents,
                 flip=flip,
                 num_threads=self.num_threads,
             )
-            tensors = (latents,)
+            labels[...] = label_values
+            parts = (latents,)
         else:
             q, s = self.store.codes(indices, flip=flip, num_threads=self.num_threads)
-            label_values = self.store.labels[indices]
-            codes = buffer.codes[:n]
-            codes.numpy()[...] = q
-            tensors = (codes,)
+            labels[...] = self.store.labels[indices]
+            codes = host(buffer.codes)
+            codes[...] = q
+            parts = (codes,)
             if s is not None:
-                scales = buffer.scales[:n]
-                scales.numpy()[...] = s
-                tensors = (codes, scales)
-        labels.numpy()[...] = label_values
-        tensors = (*tensors, labels)
+                scales = host(buffer.scales)
+                scales[...] = s
+                parts = (codes, scales)
+                names.append("scales")
         if not self._cuda:
-            return _Ready(buffer, tensors)
+            return _Ready(buffer, tuple(torch.from_numpy(a) for a in (*parts, labels)))
+        tensors = tuple(getattr(buffer, name)[:n] for name in (*names, "labels"))
         with torch.cuda.stream(self._stream):
             tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
             copied = torch.cuda.Event()
