@@ -150,6 +150,7 @@ cdef inline void _dequantize_row(
     float scaling_factor,
     const float* mean,
     const float* std,
+    float multiplier,
 ) noexcept nogil:
     # Branches stay outside the pixel loops so that the compiler vectorises them.
     cdef Py_ssize_t c, p
@@ -169,7 +170,7 @@ cdef inline void _dequantize_row(
             if out_t is float:
                 if normalize:
                     for p in range(pixels):
-                        dst[p] = (<float>src[p] * s * scaling_factor - m) / d
+                        dst[p] = (<float>src[p] * s * scaling_factor - m) / d * multiplier
                 else:
                     for p in range(pixels):
                         dst[p] = <float>src[p] * s
@@ -177,13 +178,13 @@ cdef inline void _dequantize_row(
                 for p in range(pixels):
                     v = <float>src[p] * s
                     if normalize:
-                        v = (v * scaling_factor - m) / d
+                        v = (v * scaling_factor - m) / d * multiplier
                     dst[p] = float_to_half(v)
         else:
             for p in range(pixels):
                 v = lut[usrc[p]]
                 if normalize:
-                    v = (v * scaling_factor - m) / d
+                    v = (v * scaling_factor - m) / d * multiplier
                 if out_t is float:
                     dst[p] = v
                 else:
@@ -201,6 +202,7 @@ def gather_dequantize(
     float scaling_factor=1.0,
     const float[::1] mean=None,
     const float[::1] std=None,
+    float multiplier=1.0,
     int num_threads=1,
 ):
     """out[i] = dequantize(row rows[i]) for rows spread over equal chunks.
@@ -230,7 +232,7 @@ def gather_dequantize(
         scale_ptr = NULL if lut_ptr != NULL else &scales[row, 0]
         _dequantize_row(
             src, scale_ptr, num_scales, lut_ptr, &out[i, 0, 0],
-            channels, pixels, normalize, scaling_factor, mean_ptr, std_ptr,
+            channels, pixels, normalize, scaling_factor, mean_ptr, std_ptr, multiplier,
         )
 
 

@@ -72,6 +72,20 @@ def _check_flip(store: LatentStore, flip_prob: float) -> float:
     return flip_prob
 
 
+def load_stats(path) -> dict:
+    """``{"mean", "std"}`` as numpy arrays from a ``torch.save``d stats file (LightningDiT's
+    ``latents_stats.pt``), for ``Normalization.from_stats``. Loaded with ``weights_only=True``."""
+    from latentstore.quantization.kernels import channel_values
+
+    try:
+        stats = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ValueError(f"cannot read stats from {path}: {exc}") from exc
+    if not isinstance(stats, dict) or "mean" not in stats or "std" not in stats:
+        raise ValueError(f"{path} holds {type(stats).__name__}, not a dict with 'mean' and 'std'")
+    return {"mean": channel_values(stats["mean"]), "std": channel_values(stats["std"])}
+
+
 class SampleBatch(list):
     """What :meth:`LatentDataset.__getitems__` returns when it reads in place: a list of
     ``(latent, label)`` pairs that also carries the whole batch as ``latents`` and

@@ -25,14 +25,16 @@ ROWS = np.array([39, 0, 7, 8, 8, 21, 39, 16, 0], dtype=np.int64)  # every chunk,
 
 @pytest.mark.parametrize("scale_groups", [1, CHANNELS])
 @pytest.mark.parametrize("out_dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("normalize", [False, True, "multiplier"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gather_dequantize_matches_reference(each_kernel_variant, chunks, scale_groups, out_dtype, normalize, threads):
     rng = np.random.default_rng(1)
     scales = rng.uniform(0, 0.2, (len(chunks) * CHUNK_ROWS, scale_groups)).astype(np.float16).view(np.uint16)
-    options = dict(normalize=normalize, scaling_factor=0.41407)
+    options = dict(normalize=bool(normalize), scaling_factor=0.41407)
     if normalize:
         options.update(mean=rng.normal(size=CHANNELS).astype(np.float32), std=rng.uniform(0.5, 2, CHANNELS).astype(np.float32))
+    if normalize == "multiplier":
+        options.update(multiplier=0.7071)
     got = np.empty((len(ROWS), CHANNELS, PIXELS), out_dtype)
     each_kernel_variant.gather_dequantize(
         addresses(chunks), CHUNK_ROWS, ROWS, scales, None,
@@ -41,6 +43,9 @@ def test_gather_dequantize_matches_reference(each_kernel_variant, chunks, scale_
     expected = np.empty_like(got)
     _reference.gather_dequantize(chunks, CHUNK_ROWS, ROWS, scales, None, expected, **options)
     assert got.tobytes() == expected.tobytes()
+    if normalize == "multiplier":  # and it is not the multiplier-free result
+        _reference.gather_dequantize(chunks, CHUNK_ROWS, ROWS, scales, None, expected, **{**options, "multiplier": 1.0})
+        assert got.tobytes() != expected.tobytes()
 
 
 @pytest.mark.parametrize("code_dtype", ["uint8", "int8"])

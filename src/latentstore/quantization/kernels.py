@@ -5,6 +5,11 @@ loops to the compiled kernels; ``latentstore.quantization.reference`` is the num
 the tests hold them to.
 """
 
+import json
+import math
+import numbers
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,23 +24,89 @@ CODE_MAX = 127
 
 @dataclass(frozen=True)
 class Normalization:
-    """The training affine fused into dequantization: (x̂ * scaling_factor - mean) / std."""
+    """The training affine fused into dequantization, per channel c:
+
+        (x̂ * scaling_factor - mean_c) / std_c * multiplier
+
+    evaluated in float32 in that order (so it matches codebases that compute
+    ``(x - mean) / std * multiplier`` or ``x * scaling_factor`` bit for bit).
+    :meth:`from_stats` takes the stats from a dict, a file or another store;
+    :meth:`scaling` is a plain ``x * factor``.
+    """
 
     scaling_factor: float
     mean: np.ndarray
     std: np.ndarray
+    multiplier: float = 1.0
 
     def __post_init__(self):
-        mean = np.ascontiguousarray(self.mean, dtype=np.float32)
-        std = np.ascontiguousarray(self.std, dtype=np.float32)
-        if mean.ndim != 1 or mean.shape != std.shape:
-            raise ValueError(
-                f"mean and std must be 1-D and of equal length, got {mean.shape} and {std.shape}"
-            )
+        # Numbers of any shape with C elements: torch's (1, C, 1, 1) stats included.
+        mean = np.ascontiguousarray(np.asarray(self.mean, dtype=np.float32).reshape(-1))
+        std = np.ascontiguousarray(np.asarray(self.std, dtype=np.float32).reshape(-1))
+        if mean.shape != std.shape:
+            raise ValueError(f"mean and std must hold one number per channel and be of equal length, got "
+                             f"{mean.size} and {std.size}")
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise ValueError("normalization needs finite mean and std with std > 0")
+        for name in ("scaling_factor", "multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
+
+    @classmethod
+    def scaling(cls, factor: float, channels: int) -> "Normalization":
+        """``x * factor`` (DiT's 0.18215, MAR's 0.2325, a model's scaling_factor) for ``channels`` channels."""
+        return cls(factor, np.zeros(channels), np.ones(channels))
+
+    @classmethod
+    def from_stats(cls, stats, *, scaling_factor: float = 1.0, multiplier: float = 1.0) -> "Normalization":
+        """Normalise with stats from elsewhere.
+
+        ``stats``: a mapping with ``"mean"`` and ``"std"`` (lists, arrays or
+        tensors of one number per channel, any shape: LightningDiT's
+        ``latents_stats.pt`` holds (1, C, 1, 1); load it with
+        ``latentstore.torch.load_stats``), a ``.json`` or ``.npz`` file holding
+        those two entries, or a store (its own per-channel stats:
+        population std over every valid sample).
+        """
+        metadata = getattr(stats, "metadata", None)
+        if metadata is not None:
+            if metadata.stats is None:
+                raise ValueError("this store has no per-channel stats yet (it is not finalized)")
+            stats = metadata.stats
+        elif isinstance(stats, (str, os.PathLike)):
+            stats = _read_stats_file(stats)
+        if not isinstance(stats, Mapping):
+            raise TypeError(f"stats must be a mapping with 'mean' and 'std', a .json/.npz file or a store, "
+                            f"got {type(stats).__name__}")
+        if "mean" not in stats or "std" not in stats:
+            raise ValueError(f"stats must hold 'mean' and 'std', got {sorted(stats)}")
+        return cls(scaling_factor, channel_values(stats["mean"]), channel_values(stats["std"]), multiplier)
+
+
+def channel_values(values) -> np.ndarray:
+    """A torch tensor, array or list as float32 numbers (tensors through their own .numpy())."""
+    to_numpy = getattr(values, "numpy", None)
+    if callable(to_numpy):
+        values = values.detach().cpu().numpy() if hasattr(values, "detach") else to_numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _read_stats_file(path) -> dict:
+    path = os.fspath(path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as data:
+                return {key: data[key] for key in data.files}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read stats from {path}: {exc}; pass a .json or .npz with 'mean' and 'std' "
+                         "(a torch .pt file: latentstore.torch.load_stats)") from exc
 
 
 def _as_float32_samples(x) -> np.ndarray:
@@ -187,6 +258,7 @@ def gather_dequantize(
             scaling_factor=float(normalization.scaling_factor),
             mean=normalization.mean,
             std=normalization.std,
+            multiplier=float(normalization.multiplier),
         )
     _kernels.gather_dequantize(
         chunk_addresses,

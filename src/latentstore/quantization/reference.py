@@ -44,7 +44,7 @@ def quantize_absmax(x, q, scales, status, num_threads=1):
     scales[good] = half[good].view(np.uint16)
 
 
-def dequantize_codes(codes, scales, lut, out_dtype, normalize, scaling_factor, mean, std):
+def dequantize_codes(codes, scales, lut, out_dtype, normalize, scaling_factor, mean, std, multiplier=1.0):
     """Dequantize codes (n, C, P) with scales (n, G) float16 bits or a lookup table."""
     if lut is not None:
         values = lut[codes.view(np.uint8)]
@@ -54,7 +54,7 @@ def dequantize_codes(codes, scales, lut, out_dtype, normalize, scaling_factor, m
             s = np.broadcast_to(s, (s.shape[0], codes.shape[1]))
         values = codes.view(np.int8).astype(np.float32) * s[:, :, None]
     if normalize:
-        values = (values * np.float32(scaling_factor) - mean[None, :, None]) / std[None, :, None]
+        values = (values * np.float32(scaling_factor) - mean[None, :, None]) / std[None, :, None] * np.float32(multiplier)
     with np.errstate(over="ignore"):  # beyond float16's range is inf, as in the kernel
         return values.astype(out_dtype, copy=False)
 
@@ -74,6 +74,7 @@ def gather_dequantize(
     scaling_factor=1.0,
     mean=None,
     std=None,
+    multiplier=1.0,
     num_threads=1,
 ):
     """Like the kernel, but with chunks given as arrays of shape (chunk_rows, C, P)."""
@@ -82,7 +83,7 @@ def gather_dequantize(
         return
     codes = _gather_codes(chunk_arrays, chunk_rows, rows)
     row_scales = None if lut is not None else scales[rows]
-    out[...] = dequantize_codes(codes, row_scales, lut, out.dtype, normalize, scaling_factor, mean, std)
+    out[...] = dequantize_codes(codes, row_scales, lut, out.dtype, normalize, scaling_factor, mean, std, multiplier)
 
 
 def gather_rows(chunk_arrays, chunk_rows, rows, out, num_threads=1):

@@ -8,7 +8,7 @@ already are, and a training loop can dequantize int8 codes there:
 - x is cast to float32 first; a = max |x| over the group, in float32;
 - s = float16(a / 127), the division in float32, rounded to nearest-even;
 - q = clamp(round_half_to_even(x / float32(s)), -127, 127), and q = 0 where s == 0;
-- x̂ = float32(q) * float32(s), then optionally (x̂ * scaling_factor - mean_c) / std_c.
+- x̂ = float32(q) * float32(s), then optionally (x̂ * scaling_factor - mean_c) / std_c * multiplier.
 
 Every step is one IEEE-correct float32 operation (no fused multiply-add), so
 the result does not depend on the device.
@@ -149,5 +149,6 @@ def dequantize(
         factor = torch.tensor(float(normalization.scaling_factor), dtype=torch.float32, device=q.device)
         mean = _channel_column(normalization.mean, channels, q.ndim, q.device)
         std = _channel_column(normalization.std, channels, q.ndim, q.device)
-        values = values.mul_(factor).sub_(mean).div_(std)
+        multiplier = torch.tensor(float(normalization.multiplier), dtype=torch.float32, device=q.device)
+        values = values.mul_(factor).sub_(mean).div_(std).mul_(multiplier)
     return values if dtype == torch.float32 else values.to(torch.float16)

@@ -351,7 +351,7 @@ class LatentStore:
             factor = (self.metadata.encoder or {}).get("scaling_factor")
             if factor is None:
                 raise ValueError("this store records no encoder scaling_factor; pass a Normalization instead")
-            return Normalization(factor, np.zeros(channels), np.ones(channels))
+            return Normalization.scaling(factor, channels)
         stats = self.metadata.stats
         if stats is None:
             raise ValueError("this store has no per-channel stats yet (it is not finalized); pass a Normalization instead")
