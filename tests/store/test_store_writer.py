@@ -128,3 +128,73 @@ def test_flip_latents(tmp_path, data):
     np.testing.assert_array_equal(mixed, [plain[0], -plain[1]])
     q, s = store.codes([3], flip=True)
     np.testing.assert_array_equal(q, -store.codes([3])[0])
+
+
+# -- append: blocks of any size ---------------------------------------------------
+def appended_store(path, data, sizes, **options):
+    x, labels = data
+    writer = latentstore.create(path, len(x), SHAPE, chunk_samples=CHUNK, ids=True, **options)
+    start = 0
+    for size in sizes:
+        block = slice(start, min(start + size, len(x)))
+        writer.append(x[block], labels=labels[block], ids=[f"s{i}" for i in range(block.start, block.stop)],
+                      flip_latents=-x[block] if options.get("flip") else None)
+        start = block.stop
+        if start >= len(x):
+            break
+    return writer
+
+
+@pytest.mark.parametrize("sizes", [[7] * 50, [1000], [64, 1, 63, 200, 5], [100, 100, 100]])
+def test_append_in_blocks_of_any_size_equals_whole_chunk_writes(tmp_path, data, sizes):
+    x, labels = data
+    writer = appended_store(tmp_path / "a.zarr", data, sizes, flip=True)
+    writer.close()
+    appended = latentstore.open(tmp_path / "a.zarr")
+    straight = write_store(tmp_path / "b.zarr", x, labels=labels, flip=True)
+    rows = np.arange(N)
+    for flip in (False, True):
+        np.testing.assert_array_equal(appended.codes(rows, flip=flip)[0], straight.codes(rows, flip=flip)[0])
+    np.testing.assert_array_equal(appended.labels, labels)
+    assert appended.ids([0, 299]) == ["s0", "s299"]
+
+
+def test_append_holds_at_most_one_chunk(tmp_path, data, monkeypatch):
+    writer = latentstore.create(tmp_path / "a.zarr", N, SHAPE, chunk_samples=CHUNK)
+    x, labels = data
+    writes = []
+    real_write = writer.write
+    monkeypatch.setattr(writer, "write", lambda start, **block: (writes.append(start), real_write(start, **block)))
+    for start in range(0, N, 10):
+        writer.append(x[start : start + 10], labels=labels[start : start + 10])
+        held = writer._appended.held
+        assert held is None or writer._appended.block_rows(held) < CHUNK
+    writer.close()
+    assert writes == list(range(0, N, CHUNK))
+
+
+def test_a_rerun_of_an_append_loop_skips_the_finished_chunks(tmp_path, data, monkeypatch):
+    x, labels = data
+    writer = latentstore.create(tmp_path / "a.zarr", N, SHAPE, chunk_samples=CHUNK)
+    writer.append(x[:150], labels=labels[:150])  # two chunks land, 22 rows held; then the run dies
+    resumed = latentstore.create(tmp_path / "a.zarr", N, SHAPE, chunk_samples=CHUNK)
+    writes = []
+    real_write = resumed.write
+    monkeypatch.setattr(resumed, "write", lambda start, **block: (writes.append(start), real_write(start, **block)))
+    for start in range(0, N, 50):
+        resumed.append(x[start : start + 50], labels=labels[start : start + 50])
+    resumed.close()
+    assert writes == [128, 192, 256]
+    np.testing.assert_array_equal(latentstore.open(tmp_path / "a.zarr").labels, labels)
+
+
+def test_append_mistakes_are_clear(tmp_path, data):
+    x, labels = data
+    writer = latentstore.create(tmp_path / "a.zarr", N, SHAPE, chunk_samples=CHUNK)
+    with pytest.raises(ValueError, match="same number of samples"):
+        writer.append(x[:10], labels=labels[:9])
+    writer.append(x[:10], labels=labels[:10])
+    with pytest.raises(ValueError, match="same columns"):
+        writer.append(x[10:20])
+    with pytest.raises(ValueError, match="10 of 300 samples were appended"):
+        writer.close()

@@ -183,6 +183,73 @@ def _checked_labels(labels, n: int, classes) -> np.ndarray:
     return values.astype(np.int32)
 
 
+class _ChunkAssembler:
+    """Rows of :meth:`StoreWriter.append` blocks, cut into whole chunks.
+
+    A column is an array (latents, labels, ...), a ``(q, scales)`` pair
+    (codes) or a list of strings (ids, failures); every column of a block has
+    the same number of rows, and every block the same columns.
+    """
+
+    def __init__(self, chunk_rows: int):
+        self.chunk_rows = chunk_rows
+        self.next_start = 0  # the sample the held rows begin at
+        self.held: dict | None = None
+        self.finished: set[int] | None = None
+
+    @staticmethod
+    def _rows(value) -> int:
+        return len(value[0]) if isinstance(value, tuple) else len(value)
+
+    def block_rows(self, block: dict) -> int:
+        return self._rows(next(iter(block.values())))
+
+    @staticmethod
+    def _join(old, new):
+        if isinstance(old, tuple):
+            return tuple(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(old, new))
+        if isinstance(old, list):
+            return old + list(new)
+        return np.concatenate([np.asarray(old), np.asarray(new)])
+
+    @staticmethod
+    def _cut(value, start: int, stop: int):
+        if isinstance(value, tuple):
+            return tuple(part[start:stop] for part in value)
+        return value[start:stop]
+
+    def add(self, columns: dict) -> list[tuple[int, dict]]:
+        """Take a block; return the whole chunks it completes as (start, columns)."""
+        block = {name: (list(value) if name in (fmt.IDS, fmt.FAILURES) else value)
+                 for name, value in columns.items() if value is not None}
+        if not block:
+            raise ValueError("pass latents or codes to append")
+        sizes = {name: self._rows(value) for name, value in block.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"every column of an appended block needs the same number of samples, got {sizes}")
+        if self.held is None:
+            self.held = block
+        else:
+            if set(block) != set(self.held):
+                raise ValueError(f"appended blocks must carry the same columns: {sorted(self.held)} before, "
+                                 f"{sorted(block)} now")
+            self.held = {name: self._join(self.held[name], block[name]) for name in block}
+        chunks = []
+        while self.held is not None and self.block_rows(self.held) >= self.chunk_rows:
+            chunks.append((self.next_start, {k: self._cut(v, 0, self.chunk_rows) for k, v in self.held.items()}))
+            rest = {k: self._cut(v, self.chunk_rows, None) for k, v in self.held.items()}
+            self.next_start += self.chunk_rows
+            self.held = rest if self.block_rows(rest) else None
+        return chunks
+
+    def take_rest(self) -> tuple[int, dict] | None:
+        """The held rows (a last, shorter chunk), or None."""
+        if self.held is None:
+            return None
+        rest, self.held = (self.next_start, self.held), None
+        return rest
+
+
 class StoreWriter:
     """Writes whole chunks of a store; see :func:`create`."""
 
@@ -195,6 +262,7 @@ class StoreWriter:
         # handle must ask for it: a chunk file is the "chunk written" marker,
         # all-zero chunks (a chunk of failures: valid all 0) included.
         self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
+        self._appended = _ChunkAssembler(metadata.chunk_samples)
 
     @classmethod
     def _open_existing(cls, path) -> "StoreWriter | None":
@@ -368,6 +436,29 @@ class StoreWriter:
                 self._arrays[name][region] = values.astype(str)
         self._arrays[fmt.VALID][region] = valid.astype(np.uint8)
 
+    def append(self, latents=None, **columns) -> None:
+        """Write the next samples, in blocks of any size, in order from sample 0.
+
+        Takes what :meth:`write` takes (``latents`` or ``codes``, ``labels``,
+        ``valid``, ``flip_latents``, ``ids``...), for any number of samples:
+        rows are held until they fill a chunk (memory: at most one chunk plus
+        the block passed), and each full chunk goes to :meth:`write`, so the
+        store on disk still only ever gains whole chunks. A chunk that is
+        already finished (a resumed run feeding its data again) is skipped,
+        not rewritten. :meth:`finalize` writes the last, shorter chunk.
+        """
+        columns = {"latents": latents, **columns}
+        for start, block in self._appended.add(columns):
+            self._write_appended(start, block)
+
+    def _write_appended(self, start: int, block: dict) -> None:
+        if self._appended.finished is None:  # what a resumed run has already: looked up once
+            self._appended.finished = set(self.completed_chunks())
+        chunk = start // self._metadata.chunk_samples
+        if chunk not in self._appended.finished:
+            self.write(start, **block)
+            self._appended.finished.add(chunk)
+
     def failure_reasons(self) -> dict[int, str]:
         """sample index -> reason, for every sample the ``failures`` array flags."""
         if fmt.FAILURES not in self._arrays:
@@ -390,6 +481,15 @@ class StoreWriter:
 
         Raises FormatError listing the unwritten chunks if any remain.
         """
+        left = self._appended.take_rest()
+        if left is not None:
+            start, block = left
+            if start + self._appended.block_rows(block) != self._metadata.num_samples:
+                raise ValueError(
+                    f"{start + self._appended.block_rows(block)} of {self._metadata.num_samples} samples were "
+                    "appended; append the rest before finalizing"
+                )
+            self._write_appended(start, block)
         pending = self.pending_chunks()
         if pending:
             shown = ", ".join(map(str, pending[:10])) + (" ..." if len(pending) > 10 else "")
