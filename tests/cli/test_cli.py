@@ -48,6 +48,28 @@ def test_info_text_and_json(small_store, capsys):
     assert facts["samples"] == 40 and facts["chunks"] == 3 and facts["bytes_per_sample"] > 16
 
 
+def test_info_leaves_the_last_chunks_padding_out_of_the_per_sample_bytes(small_store, capsys):
+    assert cli.main(["info", "--json", str(small_store)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    # 40 samples in 3 chunks of 16: 8 unused rows of 16 code bytes, a 2-byte scale, a 4-byte label, a valid byte.
+    assert facts["padding_bytes"] == 8 * (16 + 2 + 4 + 1)
+    assert facts["bytes_per_sample"] * 40 + facts["padding_bytes"] == pytest.approx(facts["bytes_on_disk"])
+    assert facts["projected_imagenet_bytes"] == pytest.approx(facts["bytes_per_sample"] * 1_281_167)
+
+
+@pytest.mark.parametrize("array", ["latents", "labels"])
+def test_info_on_an_array_of_a_store_names_the_store(small_store, capsys, array):
+    assert cli.main(["info", str(small_store / array)]) == 1
+    err = capsys.readouterr().err
+    assert f"is the '{array}' array of the latent store at {small_store}" in err
+
+
+def test_an_option_before_the_command_is_named(small_store, capsys):
+    assert cli.main(["--verbose", "info", str(small_store)]) == 2
+    err = capsys.readouterr().err
+    assert "--verbose" in err and "before the command" in err and "unrecognized arguments" not in err
+
+
 def test_info_on_a_missing_store_is_one_clear_line(tmp_path, capsys):
     assert cli.main(["info", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err.strip()

@@ -53,13 +53,18 @@ def test_moments_match_numpy_over_valid_samples(store):
     assert stats.count == values.shape[1]  # per channel
 
 
-def test_saturated_codes_and_scale_percentiles(store):
+def test_limit_codes_beyond_the_scales_own_and_scale_percentiles(store):
     stats = compute_stats(store)
     valid = np.flatnonzero(store.valid)
     q, scales = store.codes(valid)
-    assert stats.saturated_fraction == np.count_nonzero(np.abs(q.astype(np.int16)) == 127) / q.size
-    # Every scale group holds its own largest magnitude at ±127.
-    assert stats.saturated_fraction >= len(scales.reshape(len(valid), -1).ravel()) / q.size
+    hits = np.abs(q.astype(np.int16)) == 127
+    assert stats.limit_fraction == np.count_nonzero(hits) / q.size
+    # Every scale group holds its own largest magnitude at ±127: only the others count as excess.
+    groups = scales.reshape(len(valid), -1).shape[1]
+    per_group = hits.reshape(len(valid), groups, -1).sum(axis=2)
+    assert (per_group >= 1).all()
+    assert stats.excess_limit_fraction == (per_group - 1).sum() / q.size < stats.limit_fraction
+    assert "beyond the one per scale group" in format_table(stats)
     scales = scales.astype(np.float32)
     np.testing.assert_array_equal(stats.scale_percentiles, np.percentile(scales.ravel(), PERCENTILES))
     if store.metadata.quant.granularity == "channel":
@@ -111,8 +116,9 @@ def test_affine_store_counts_the_code_range_ends(tmp_path, latents):
     store = make_store(tmp_path / "a.zarr", latents, quant=latentstore.QuantSpec.affine(13 / 255, -6.5))
     stats = compute_stats(store)
     q, _ = store.codes(np.flatnonzero(store.valid))
-    assert stats.saturated_codes == (0, 255)
-    assert stats.saturated_fraction == np.count_nonzero((q == 0) | (q == 255)) / q.size
+    assert stats.limit_codes == (0, 255)
+    assert stats.limit_fraction == stats.excess_limit_fraction == np.count_nonzero((q == 0) | (q == 255)) / q.size
+    assert "may have clipped" in format_table(stats)
     assert stats.scale_percentiles is None and stats.mismatches == []
 
 
@@ -132,9 +138,19 @@ def test_cli_without_matplotlib_says_how_to_install_it(store, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert cli.main(["stats", store.path, "--png", str(tmp_path / "x.png")]) == 1
     captured = capsys.readouterr()
-    assert "channel" in captured.out  # the table still comes out
+    assert captured.out == ""  # refused before reading the store
     assert "pip install 'latentstore[plot]'" in captured.err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("where", ["missing/x.png", "."])
+def test_cli_checks_the_png_path_before_reading(store, tmp_path, monkeypatch, capsys, where):
+    import latentstore.cli.stats as command
+
+    monkeypatch.setattr(command, "compute_stats", lambda *a, **k: pytest.fail("read the store before checking"))
+    assert cli.main(["stats", store.path, "--png", str(tmp_path / where)]) == 1
+    err = capsys.readouterr().err
+    assert "not a directory; create it first" in err or "it is a directory" in err
 
 
 def test_cli_json(store, capsys):

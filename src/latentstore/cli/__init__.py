@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"latentstore: error: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
+        command = next((a for a in argv if a in COMMANDS), None)
+        if command is not None and argv[0] not in ("-h", "--help", "--version"):
+            parser.print_usage(sys.stderr)
+            print(f"latentstore: error: {argv[0]!r} comes before the command; options go after it "
+                  f"('latentstore {command} --help' lists them)", file=sys.stderr)
+            return 2
         parser.parse_args(argv)  # --help and --version exit here
         parser.print_help()
         return 0

@@ -27,9 +27,32 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed choosing those samples (default 0)")
 
 
+def _unwritable(path: str) -> str | None:
+    """Why a PNG cannot be written at ``path``, or None."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"{folder} is not a directory; create it first"
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable"
+    if os.path.isdir(path):
+        return "it is a directory; give a file name such as stats.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return PLOT_INSTALL_HINT
+    return None
+
+
 def run(args) -> int:
     import sys
 
+    if args.png:  # before minutes of reading, not after
+        problem = _unwritable(args.png)
+        if problem:
+            print(f"latentstore stats: error: cannot write {args.png}: {problem}", file=sys.stderr)
+            return 1
     stats = compute_stats(args.path, sample_size=args.sample, seed=args.seed, progress=sys.stderr.isatty())
     print(json.dumps(stats.to_dict(), indent=2) if args.json else format_table(stats))
     status = 1 if stats.mismatches else 0

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import numpy as np
+
 from latentstore import format as fmt
 from latentstore.store.reader import LatentStore
 
@@ -15,12 +17,26 @@ def bytes_on_disk(path: str) -> int | None:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
 
 
+def padding_bytes(store: LatentStore) -> int:
+    """Bytes of the unused rows that pad the last chunk of every per-sample array (uncompressed size).
+
+    A store's last chunk is written whole, so a store of N samples holds
+    ceil(N / S) * S rows; the projection to ImageNet leaves them out.
+    """
+    m = store.metadata
+    unused = m.num_chunks * m.chunk_samples - m.num_samples
+    if store.fast:
+        return unused * sum(int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize for shape, dtype in m.arrays().values())
+    return 0  # compressed padding (zeros) costs next to nothing
+
+
 def describe(store: LatentStore) -> dict:
     """The facts ``info`` prints, as a JSON-able dict."""
     m = store.metadata
     size = bytes_on_disk(store.path)
     valid = int(store.valid.sum())
-    per_sample = size / m.num_samples if size and m.num_samples else None
+    padding = padding_bytes(store) if size is not None else None
+    per_sample = (size - (padding or 0)) / m.num_samples if size and m.num_samples else None
     return {
         "path": store.path,
         "format_version": m.format_version,
@@ -35,6 +51,7 @@ def describe(store: LatentStore) -> dict:
         "flip": m.flip,
         "read_path": "memory-mapped" if store.fast else "zarr-python (compressed or remote)",
         "bytes_on_disk": size,
+        "padding_bytes": padding,
         "bytes_per_sample": per_sample,
         "projected_imagenet_bytes": per_sample * fmt.IMAGENET_TRAIN_SAMPLES if per_sample else None,
         "classes": len(m.classes) if m.classes is not None else None,
@@ -71,8 +88,9 @@ def format_text(facts: dict) -> str:
         f"flip latents     {'yes' if facts['flip'] else 'no'}",
         f"classes          {facts['classes'] if facts['classes'] is not None else 'none recorded'}",
         f"read path        {facts['read_path']}",
-        f"bytes on disk    {format_bytes(facts['bytes_on_disk'])}",
-        f"bytes per sample {facts['bytes_per_sample']:.1f}" if facts["bytes_per_sample"] else "bytes per sample unknown",
+        f"bytes on disk    {format_bytes(facts['bytes_on_disk'])}"
+        + (f", of which {format_bytes(facts['padding_bytes'])} pad the last chunk" if facts.get("padding_bytes") else ""),
+        f"bytes per sample {facts['bytes_per_sample']:.1f} (padding left out)" if facts["bytes_per_sample"] else "bytes per sample unknown",
         f"ImageNet-1k      {format_bytes(facts['projected_imagenet_bytes'])} projected for {fmt.IMAGENET_TRAIN_SAMPLES:,} samples",
     ]
     if encoder:

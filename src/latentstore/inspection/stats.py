@@ -41,8 +41,14 @@ class StoreStats:
     max: np.ndarray
     #: Values per channel the moments are over (valid samples x H x W).
     count: int
-    saturated_fraction: float
-    saturated_codes: tuple[int, int]
+    #: Fraction of all codes at the limit codes (limit_codes).
+    limit_fraction: float
+    limit_codes: tuple[int, int]
+    #: Fraction of all codes at the limit that no scale put there: for absmax,
+    #: beyond the one code per scale group its largest value maps to ±127 by
+    #: construction (absmax never clips); for affine codes, every limit code
+    #: (a value the source's range may have clipped).
+    excess_limit_fraction: float
     #: Percentiles (PERCENTILES) of the scales of valid samples, pooled; None for the affine scheme.
     scale_percentiles: np.ndarray | None
     #: Per channel (C, len(PERCENTILES)) for channel granularity, else None.
@@ -71,8 +77,9 @@ class StoreStats:
             "std": listed(self.std),
             "min": listed(self.min),
             "max": listed(self.max),
-            "saturated_fraction": self.saturated_fraction,
-            "saturated_codes": list(self.saturated_codes),
+            "limit_fraction": self.limit_fraction,
+            "limit_codes": list(self.limit_codes),
+            "excess_limit_fraction": self.excess_limit_fraction,
             "granularity": self.granularity,
             "percentiles": list(PERCENTILES),
             "scale_percentiles": listed(self.scale_percentiles),
@@ -82,7 +89,7 @@ class StoreStats:
         }
 
 
-def _saturated_codes(metadata: fmt.StoreMetadata) -> tuple[int, int]:
+def _limit_codes(metadata: fmt.StoreMetadata) -> tuple[int, int]:
     if metadata.quant.scheme == "absmax":
         return (-127, 127)
     info = np.iinfo(metadata.code_dtype)
@@ -121,8 +128,9 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
     m = store.metadata
     moments = ChannelMoments(m.channels)
     lut = m.quant.lookup_table()
-    low, high = _saturated_codes(m)
-    saturated = 0
+    low, high = _limit_codes(m)
+    at_limit = excess = 0
+    groups = m.channels if m.quant.granularity == "channel" else 1
     step = min(m.chunk_samples, BLOCK_SAMPLES)
     starts = range(0, m.num_samples, step)
     bar = Progress(len(starts), "reading", unit="block", enabled=progress, leave=False)
@@ -134,7 +142,13 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
             continue
         q, scales = store.codes(np.flatnonzero(valid) + start)
         moments.add_codes(q, scales, lut)
-        saturated += int(np.count_nonzero(q == low)) + int(np.count_nonzero(q == high))
+        hits = (q == low) | (q == high)
+        at_limit += int(np.count_nonzero(hits))
+        if m.quant.scheme == "absmax":
+            per_group = hits.reshape(len(q), groups, -1).sum(axis=2)
+            excess += int(np.maximum(per_group - 1, 0).sum())
+        else:
+            excess += int(np.count_nonzero(hits))
     bar.close()
 
     valid_rows = np.flatnonzero(store.valid)
@@ -161,8 +175,9 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
         min=moments.min,
         max=moments.max,
         count=moments.count,
-        saturated_fraction=saturated / (moments.count * m.channels) if moments.count else 0.0,
-        saturated_codes=(low, high),
+        limit_fraction=at_limit / (moments.count * m.channels) if moments.count else 0.0,
+        limit_codes=(low, high),
+        excess_limit_fraction=excess / (moments.count * m.channels) if moments.count else 0.0,
         scale_percentiles=percentiles,
         channel_scale_percentiles=per_channel,
         stored=m.stats,
@@ -181,8 +196,15 @@ def format_table(stats: StoreStats) -> str:
     if not stats.count:
         lines.append("no valid samples: nothing to measure")
         return "\n".join(lines)
-    low, high = stats.saturated_codes
-    lines.append(f"saturated codes   {100 * stats.saturated_fraction:.4f} % at {low} or {high}")
+    low, high = stats.limit_codes
+    if stats.granularity is not None:  # absmax
+        lines.append(
+            f"codes at ±{high}     {100 * stats.limit_fraction:.4f} % of all codes; "
+            f"{100 * stats.excess_limit_fraction:.4f} % beyond the one per scale group whose largest value "
+            "sets the scale (absmax never clips)"
+        )
+    else:
+        lines.append(f"codes at {low}/{high}  {100 * stats.limit_fraction:.4f} % (values the source's range may have clipped)")
     if stats.scale_percentiles is not None:
         header = "  ".join(f"{'p' + str(p):>9}" for p in PERCENTILES)
         values = "  ".join(f"{v:9.4g}" for v in stats.scale_percentiles)

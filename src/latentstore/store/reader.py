@@ -57,6 +57,19 @@ def _check_chunk_files(root: Path, layouts: dict[str, ArrayLayout], complete: bo
                 raise CorruptChunkError(name, k, f"{path} is not a regular file; the store is damaged")
 
 
+def _array_not_store_message(root: Path) -> str:
+    """What to say when a path names one array of a store (``STORE/latents``, ``STORE/flip/latents``)."""
+    for parent in list(root.parents)[:2]:
+        try:
+            document = LocalFiles(parent).read_json("zarr.json")
+        except FormatError:
+            document = None
+        if document and fmt.ATTRIBUTE_KEY in (document.get("attributes") or {}):
+            return (f"{root} is the {root.relative_to(parent).as_posix()!r} array of the latent store at {parent}; "
+                    f"pass the store, {parent}")
+    return f"{root} is a Zarr array, not a latent store (a Zarr group); pass the store's directory"
+
+
 def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
     """Open the store at ``path`` (a directory or an fsspec URL) for reading."""
     if mode != "r":
@@ -117,6 +130,8 @@ class LatentStore:
                 f"no latent store at {root} ({'no zarr.json in it' if root.is_dir() else 'no such directory'}); "
                 "check the path, or create one with 'latentstore encode'"
             )
+        if group.get("node_type") == "array":
+            raise FormatError(_array_not_store_message(root))
         self.metadata = self._metadata_from(group.get("attributes", {}))
         layouts = {}
         for name, (shape, dtype) in self.metadata.arrays().items():
