@@ -126,3 +126,13 @@ def test_the_encode_benchmark_runs_at_smoke_size():
     report = load("encode").main(["--smoke"])
     assert "(a) Preprocessing" in report and "TINY RANDOM DC-AE" in report
     assert report.count("x |") >= 5  # every row carries its ratio to the reference
+
+
+def test_batches_benchmark_smoke(tmp_path):
+    pytest.importorskip("torch")
+    text = load("batches").main(["--samples", "4000", "--seconds", "0.05", "--rounds", "2", "--dir", str(tmp_path),
+                                 "--results", str(tmp_path / "results")])
+    assert (tmp_path / "results" / "batches.md").read_text().strip() == text.strip()
+    (label, values, verdict), = target_rows(text)
+    assert label == "(pooled) / (new) >= 0.95" and verdict == ("met" if values[0] >= 0.95 else "NOT met")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
