@@ -1,18 +1,10 @@
 """The docs' code runs: every python block of the pages below, in order, against a small real store."""
 
-import re
-
 import numpy as np
 import pytest
 
 import latentstore
-from tests.paths import REPO
-
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-
-
-def python_blocks(page):
-    return BLOCK.findall((REPO / "docs" / page).read_text())
+from tests.docs_code import python_blocks
 
 
 @pytest.fixture
