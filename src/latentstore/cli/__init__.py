@@ -22,6 +22,7 @@ COMMANDS = {
     "decode": ("latentstore.cli.decode", "decode samples back to images (PNG files or a grid), optionally beside the source"),
     "import-pt": ("latentstore.cli.import_pt", "import a torch.save'd list of uint8 latent dicts (Imagenet.3GB), losslessly"),
     "import-mds": ("latentstore.cli.import_mds", "import MosaicML MDS shards of uint8 latents (Imagenet.int8), losslessly"),
+    "import-cache": ("latentstore.cli.import_cache", "import a training codebase's float latent cache (LightningDiT, fast-DiT, MAR, latent folders)"),
     "export-npy": ("latentstore.cli.export_npy", "export a store to flat .npy files (latents, scales, labels) for np.load(mmap_mode='r')"),
 }
 

@@ -1,10 +1,11 @@
 """What every importer shares: the affine range, filling a store chunk by chunk, requantizing.
 
-An importer supplies ``read_chunk(start, stop) -> (codes, labels, ids)``
-with the source's uint8 codes for samples [start, stop); :func:`fill_store`
-writes every pending chunk of the store from it, either copying the codes
-unchanged (``affine`` store: lossless) or turning them into per-sample absmax
-int8 (``requantize``) while measuring the error that adds.
+An importer supplies ``read_chunk(start, stop) -> (codes, labels, ids[, flip])``
+for samples [start, stop): the source's uint8 codes, or float latents when the
+source is a float cache (``source_quant=None``). :func:`fill_store` writes every
+pending chunk of the store from it, either copying the codes unchanged
+(``affine`` store: lossless) or turning them into absmax int8 (``requantize``,
+always for floats) while measuring the error that adds.
 """
 
 import math
@@ -61,7 +62,7 @@ class ImportReport:
         if self.requantization is not None:
             e = self.requantization
             lines.append(
-                f"  error added vs the affine values: MSE {e['mse']:.4g}, max abs {e['max_abs']:.4g}, "
+                f"  error added vs the source's values: MSE {e['mse']:.4g}, max abs {e['max_abs']:.4g}, "
                 f"SNR {e['snr_db']:.1f} dB over {e['values']:,} values"
             )
         return "\n".join(lines)
@@ -101,20 +102,25 @@ def fill_store(writer, read_chunk, *, source_quant: QuantSpec, progress: bool = 
     """
     m = writer.metadata
     requantize = m.quant.has_scales
-    lut = source_quant.lookup_table()
+    lut = None if source_quant is None else source_quant.lookup_table()
     meter = ErrorMeter() if requantize else None
+
+    def stored(codes):
+        if not requantize:
+            return codes
+        values = np.ascontiguousarray(codes if lut is None else lut[codes], dtype=np.float32)
+        q, scales = quantize(values, m.quant.granularity)
+        meter.add(values, dequantize(q, scales))
+        return q, scales
+
     pending = writer.pending_chunks()
     bar = Progress(sum(stop - start for start, stop in map(m.chunk_range, pending)), description, unit="sample", enabled=progress)
     try:
         for chunk in pending:
             start, stop = m.chunk_range(chunk)
-            codes, labels, ids = read_chunk(start, stop)
-            if requantize:
-                values = lut[codes]
-                q, scales = quantize(values, m.quant.granularity)
-                meter.add(values, dequantize(q, scales))
-                codes = (q, scales)
-            writer.write(start, codes=codes, labels=labels, ids=ids)
+            codes, labels, ids, *flip = read_chunk(start, stop)
+            flip_codes = stored(flip[0]) if flip and flip[0] is not None else None
+            writer.write(start, codes=stored(codes), labels=labels, ids=ids, flip_codes=flip_codes)
             bar.update(stop - start)
     finally:
         bar.close()
@@ -136,6 +142,8 @@ def run_import(out, dataset, *, source_quant: QuantSpec, requantize: bool, progr
     from latentstore.store.writer import create
 
     started = time.perf_counter()
+    if source_quant is None and not requantize:
+        raise ValueError("a float source is always requantized")
     writer = create(out, len(dataset), dataset.latent_shape, quant=None if requantize else source_quant, **store_options)
     chunks = len(writer.pending_chunks())
     error = fill_store(writer, dataset.read, source_quant=source_quant, progress=progress, description=description)
