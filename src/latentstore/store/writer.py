@@ -213,7 +213,7 @@ class _ChunkAssembler:
         return np.concatenate([np.asarray(old), np.asarray(new)])
 
     @staticmethod
-    def _cut(value, start: int, stop: int):
+    def _cut(value, start: int, stop: int | None):
         if isinstance(value, tuple):
             return tuple(part[start:stop] for part in value)
         return value[start:stop]
