@@ -11,6 +11,12 @@ settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_directory(tmp_path_factory):
+    """Remote stores opened by the tests are cached under pytest's temporary directory, not ~/.cache."""
+    os.environ["LATENTSTORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("latentstore-cache"))
+
+
 def synthetic_latents(n, shape=(4, 4, 4), seed=0):
     """Heavy-tailed stand-ins for real latents (Student-t, std about 2.4): synthetic, not DC-AE output."""
     rng = np.random.default_rng(seed)
@@ -52,3 +58,68 @@ def each_kernel_variant(request, monkeypatch):
     monkeypatch.setattr(latentstore.quantization.kernels, "_kernels", kernels)
     monkeypatch.setattr(latentstore.store.reader, "_kernels", kernels)
     return kernels
+
+
+# -- a real S3 server on loopback ---------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """moto in server mode, in its own process on 127.0.0.1; s3fs talks to it through AWS_ENDPOINT_URL."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the moto S3 server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    pytest.importorskip("moto")
+    pytest.importorskip("s3fs")
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """A fresh bucket on the loopback server: yields its URL (s3://NAME)."""
+    import fsspec
+    import s3fs
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_server.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = "t" + format(abs(hash(request.node.nodeid)) % 10**12, "012d")
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir(bucket)
+    return f"s3://{bucket}"

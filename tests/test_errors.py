@@ -21,6 +21,7 @@ from latentstore.errors import (
     StoreExistsError,
     StoreNotFoundError,
     StoreWriteError,
+    TransferError,
     UnreadableFileError,
 )
 
@@ -67,6 +68,7 @@ CASES = {
         UnreadableFileError("/data/s.zarr/zarr.json", "is 1,000,000,000 bytes, more than the 67,108,864 this file may have"),
     ],
     "StoreWriteError": [StoreWriteError("/data/in1k.zarr", 12, "No space left on device")],
+    "TransferError": [TransferError("latents/c/3/0/0/0", "s3://bucket/in1k.zarr", "connection refused")],
     "InvalidSampleError": [InvalidSampleError("sample 17 is marked invalid (decode failed)")],
     "NonFiniteError": [
         NonFiniteError(5),
@@ -187,6 +189,7 @@ BUILTIN_BASES = {
     "SourceError": ValueError,
     "UnreadableFileError": OSError,
     "StoreWriteError": OSError,
+    "TransferError": OSError,
     "ImageDecodeError": SourceError,
 }
 

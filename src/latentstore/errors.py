@@ -22,6 +22,7 @@ __all__ = [
     "CorruptChunkError",
     "UnreadableFileError",
     "StoreWriteError",
+    "TransferError",
     "InvalidSampleError",
     "NonFiniteError",
     "ScaleOverflowError",
@@ -107,6 +108,21 @@ class StoreWriteError(LatentStoreError, OSError):
 
     def __reduce__(self):
         return type(self), (self.path, self.chunk, self.reason), _state(self)
+
+
+class TransferError(LatentStoreError, OSError):
+    """A file could not be copied between a store and its remote copy (the network or the
+    server failed); the files copied before it are in place and a rerun resumes."""
+
+    def __init__(self, key: str, source: str, reason: str):
+        self.key = key
+        self.source = source
+        self.reason = reason
+        super().__init__(f"cannot copy {key} from {source}: {reason}; check the connection and rerun: "
+                         "what was copied is kept and verified")
+
+    def __reduce__(self):
+        return type(self), (self.key, self.source, self.reason), _state(self)
 
 
 class InvalidSampleError(LatentStoreError, ValueError):

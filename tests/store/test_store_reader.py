@@ -206,14 +206,17 @@ def test_compressed_store_reads_identical_values_through_zarr(tmp_path, data, co
     np.testing.assert_array_equal(fast.codes(idx)[0], slow.codes(idx)[0])
 
 
-def test_remote_url_store_reads_through_zarr(tmp_path, data):
+def test_a_url_store_reads_through_the_cache_or_through_zarr(tmp_path, data):
     pytest.importorskip("fsspec")
     x, labels = data
     url = f"memory://latentstore-test/{tmp_path.name}/remote.zarr"  # the memory filesystem outlives a test
-    remote = write_store(url, x[:128], labels=labels[:128])
+    write_store(url, x[:128], labels=labels[:128])
     local = write_store(tmp_path / "local.zarr", x[:128], labels=labels[:128])
-    assert not remote.fast
-    np.testing.assert_array_equal(remote.read([3, 1, 3])[0], local.read([3, 1, 3])[0])
+    cached = latentstore.open(url, cache_dir=tmp_path / "cache")
+    direct = latentstore.open(url, cache=False)
+    assert cached.fast and cached.url == url and not direct.fast
+    for store in (cached, direct):
+        assert store.read([3, 1, 3])[0].tobytes() == local.read([3, 1, 3])[0].tobytes()
 
 
 def test_uncompressed_store_is_plain_zarr(store, data):

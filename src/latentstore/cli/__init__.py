@@ -23,6 +23,9 @@ COMMANDS = {
     "import-pt": ("latentstore.cli.import_pt", "import a torch.save'd list of uint8 latent dicts (Imagenet.3GB), losslessly"),
     "import-mds": ("latentstore.cli.import_mds", "import MosaicML MDS shards of uint8 latents (Imagenet.int8), losslessly"),
     "import-cache": ("latentstore.cli.import_cache", "import a training codebase's float latent cache (LightningDiT, fast-DiT, MAR, latent folders)"),
+    "pull": ("latentstore.cli.pull", "copy a store from a URL (s3://, hf://, ...) to a directory: parallel, resumable, verified"),
+    "push": ("latentstore.cli.push", "copy a store to a URL: parallel, resumable, verified, metadata last"),
+    "cache": ("latentstore.cli.cache", "list or clear the local cache of remote stores"),
     "export-npy": ("latentstore.cli.export_npy", "export a store to flat .npy files (latents, scales, labels) for np.load(mmap_mode='r')"),
 }
 

@@ -70,10 +70,26 @@ def _array_not_store_message(root: Path) -> str:
     return f"{root} is a Zarr array, not a latent store (a Zarr group); pass the store's directory"
 
 
-def open(path, *, mode: str = "r") -> "LatentStore":  # noqa: A001 - mirrors zarr.open
-    """Open the store at ``path`` (a directory or an fsspec URL) for reading."""
+def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress: bool = False) -> "LatentStore":  # noqa: A001 - mirrors zarr.open
+    """Open the store at ``path`` (a directory or an fsspec URL) for reading.
+
+    A store behind a URL (``s3://``, ``gs://``, ``hf://``, ``http(s)://``, any
+    fsspec URL) is fetched once into a local cache (``cache_dir``, else
+    ``$LATENTSTORE_CACHE_DIR``, else ``~/.cache/latentstore``), every chunk
+    verified against its crc32c, and then read through the same memory-mapped
+    path as a local store; a changed remote store is fetched anew (see
+    ``store.transfer.cache_key``). ``cache=False`` reads through zarr-python
+    instead, fetching every touched chunk whole on every read.
+    """
     if mode != "r":
         raise ValueError("stores open read-only; write with latentstore.create()")
+    text = str(path)
+    if fmt.local_path(text) is None and flag(cache, "cache"):
+        from latentstore.store.transfer import cached_copy
+
+        store = LatentStore(cached_copy(text, cache_dir=cache_dir, progress=progress))
+        store.url = text
+        return store
     return LatentStore(path)
 
 
@@ -101,6 +117,7 @@ class LatentStore:
 
     def __init__(self, path):
         self._path = str(path).removeprefix("file://")
+        self.url: str | None = None  # the remote store this is the cached copy of (set by open)
         if fmt.local_path(self._path) is None:
             self._open_zarr()
         else:

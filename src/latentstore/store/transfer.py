@@ -1,0 +1,295 @@
+"""Moving a store between filesystems: ``pull``, ``push`` and the local cache of a remote store.
+
+One mechanism, over fsspec filesystems on both sides (a local directory is
+fsspec's ``file`` filesystem): list the source's files, copy those the
+destination lacks or holds with another size, in parallel, then the metadata
+documents, the group's ``zarr.json`` last, so that a half-copied store never
+opens as complete. Every chunk file with a crc32c trailer (latentstore's
+default codecs) is checked against it on the bytes that were moved: a corrupt
+or truncated file is refused, named, and never lands. A local destination
+receives each file by atomic rename, so a killed transfer leaves only whole,
+verified files, and a rerun copies what is missing.
+"""
+
+import hashlib
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from latentstore import format as fmt
+from latentstore.errors import CorruptChunkError, FormatError, StoreNotFoundError, TransferError
+from latentstore.progress import Progress
+
+#: Parallel transfers: object stores answer many small requests best in parallel.
+DEFAULT_WORKERS = 16
+#: The Hugging Face Hub's limits (huggingface.co/docs/hub/storage-limits): files per folder and file size.
+HUB_FILES_PER_FOLDER = 10_000
+HUB_MAX_FILE_BYTES = 50 << 30
+CACHE_ENV = "LATENTSTORE_CACHE_DIR"
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, root path) for a URL or a local directory."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except Exception as exc:  # fsspec raises whatever its backend raises
+        raise StoreNotFoundError(f"cannot reach {url}: {exc}") from exc
+
+
+@dataclass
+class TransferReport:
+    """What a transfer did: files and bytes copied, files already there."""
+
+    source: str
+    destination: str
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_kept: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.source} -> {self.destination}: {self.files_copied:,} files ({self.bytes_copied / 1e6:,.1f} MB) "
+                f"copied, {self.files_kept:,} already there")
+
+
+def _checksummed_arrays(documents: dict[str, dict]) -> set[str]:
+    """The arrays (by folder) whose chunk files end in a crc32c of their bytes."""
+    arrays = set()
+    for key, document in documents.items():
+        if key.endswith("/zarr.json") and document.get("node_type") == "array":
+            codecs = [c.get("name") for c in document.get("codecs", []) if isinstance(c, dict)]
+            if codecs and codecs[-1] == "crc32c":
+                arrays.add(key[: -len("/zarr.json")])
+    return arrays
+
+
+def check_crc32c(data: bytes, key: str) -> None:
+    """Raise CorruptChunkError unless ``data`` ends in the crc32c of the bytes before it."""
+    import google_crc32c
+
+    array, _, chunk = key.partition("/c/")
+    if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        raise CorruptChunkError(array, int(chunk.split("/")[0]) if chunk.split("/")[0].isdigit() else -1,
+                                f"{key} fails its crc32c check (corrupt or truncated at the source); "
+                                "restore that file at the source, then rerun")
+
+
+class _Side:
+    """One end of a transfer: a filesystem and the store's root on it."""
+
+    def __init__(self, url: str):
+        self.url = str(url)
+        self.fs, self.root = filesystem(url)
+        self.local = fmt.local_path(self.url) is not None
+
+    def path(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key}"
+
+    def listing(self) -> dict[str, dict]:
+        """key -> fsspec info (size, and an ETag or mtime where the filesystem has one) of every file."""
+        self.fs.invalidate_cache()  # a listing cached by fsspec would hide a changed store
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            raise TransferError(self.root, self.url, f"cannot list it: {type(exc).__name__}: {exc}") from exc
+        prefix = self.root.rstrip("/") + "/"
+        return {path[len(prefix):]: info for path, info in found.items()
+                if info.get("type", "file") == "file" and path.startswith(prefix)}
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.path(key))
+        except Exception as exc:  # fsspec backends raise their own kinds for a lost connection
+            raise TransferError(key, self.url, f"{type(exc).__name__}: {exc}") from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        if not self.local:
+            self.fs.pipe_file(self.path(key), data)  # an object store's put is atomic
+            return
+        target = Path(self.path(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WORKERS, progress: bool = False,
+             allow_incomplete: bool = False, description: str = "transfer") -> TransferReport:
+    """Copy the store at ``source_url`` to ``destination_url``: missing or different files only, verified.
+
+    Raises StoreNotFoundError when the source holds no store, FormatError for
+    an incomplete store unless ``allow_incomplete``, and CorruptChunkError
+    naming the first chunk file that fails its checksum (the files before it
+    are in place; a rerun resumes).
+    """
+    source, destination = _Side(source_url), _Side(destination_url)
+    files = source.listing()
+    if "zarr.json" not in files:
+        raise StoreNotFoundError(f"no latent store at {source_url} (no zarr.json); check the URL")
+    raw = {key: source.read(key) for key in files if key.endswith("zarr.json")}
+    documents = {key: _parse(data, f"{source_url}/{key}") for key, data in raw.items()}
+    attributes = documents["zarr.json"].get("attributes", {}).get(fmt.ATTRIBUTE_KEY)
+    if not isinstance(attributes, dict):
+        raise FormatError(f"{source_url} is a Zarr group but not a latent store")
+    if not attributes.get("complete") and not allow_incomplete:
+        raise FormatError(f"{source_url} is not finalized (complete is false): finish the encode first, "
+                          "or pass --allow-incomplete to copy it as it is")
+    checksummed = _checksummed_arrays(documents)
+    there = destination.listing()
+    chunks = sorted(k for k in files if not k.endswith("zarr.json"))
+    todo = [k for k in chunks if there.get(k, {}).get("size") != files[k].get("size")]
+    report = TransferReport(source_url, destination_url, files_kept=len(chunks) - len(todo))
+    lock = threading.Lock()
+    bar = Progress(sum(int(files[k].get("size") or 0) for k in todo), description, unit="B", enabled=progress)
+
+    def copy(key: str) -> None:
+        data = source.read(key)
+        if len(data) != files[key].get("size", len(data)):
+            raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} is {len(data)} bytes, listed as {files[key]['size']}")
+        if key.split("/c/")[0] in checksummed:
+            check_crc32c(data, key)
+        try:
+            destination.write(key, data)
+        except Exception as exc:
+            raise TransferError(key, source_url, f"writing to {destination_url} failed: {type(exc).__name__}: {exc}") from exc
+        with lock:
+            report.files_copied += 1
+            report.bytes_copied += len(data)
+            bar.update(len(data))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(copy, key) for key in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:  # the first failure ends the transfer: no waiting on the rest
+                    future.cancel()
+                raise
+    finally:
+        bar.close()
+    # The metadata last, the group's own document at the very end: until it
+    # lands, the destination is not a store that opens as complete.
+    for key in sorted((k for k in raw if k != "zarr.json"), key=len, reverse=True):
+        destination.write(key, raw[key])
+    destination.write("zarr.json", raw["zarr.json"])
+    return report
+
+
+def _parse(data: bytes, where: str) -> dict:
+    from latentstore.store.files import parse_json
+
+    return parse_json(data, where)
+
+
+def check_hub_limits(local_dir: str) -> list[str]:
+    """Why the store at ``local_dir`` would break the Hugging Face Hub's limits, as advice (empty: fine)."""
+    problems = []
+    root = Path(local_dir)
+    for directory, _, names in os.walk(root):
+        if len(names) > HUB_FILES_PER_FOLDER:
+            problems.append(f"{Path(directory).relative_to(root)} holds {len(names):,} files, more than the Hub's "
+                            f"{HUB_FILES_PER_FOLDER:,} per folder: re-chunk with larger --chunk-samples")
+        for name in names:
+            if (Path(directory) / name).stat().st_size > HUB_MAX_FILE_BYTES:
+                problems.append(f"{name} is larger than the Hub's {HUB_MAX_FILE_BYTES >> 30} GB per file: "
+                                "use smaller --chunk-samples")
+    return problems
+
+
+# -- the local cache of remote stores ---------------------------------------------
+def cache_root(cache_dir=None) -> Path:
+    """Where remote stores are cached: ``cache_dir``, else $LATENTSTORE_CACHE_DIR, else the user's cache directory."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentstore"
+
+
+def cache_key(url: str) -> str:
+    """What identifies a remote store's content: its URL, every metadata document, and every file's
+    size and ETag (or mtime, where the filesystem has no ETag). A rewritten chunk or a new revision
+    changes the key, so a changed store is never served stale from the cache."""
+    side = _Side(url)
+    files = side.listing()
+    if "zarr.json" not in files:
+        raise StoreNotFoundError(f"no latent store at {url} (no zarr.json); check the URL")
+    digest = hashlib.sha256(url.encode())
+    for key in sorted(files):
+        info = files[key]
+        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        digest.update(f"{key}\0{info.get('size')}\0{tag}\n".encode())
+        if key.endswith("zarr.json"):
+            digest.update(side.read(key))
+    return digest.hexdigest()[:24]
+
+
+def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, progress: bool = False) -> Path:
+    """A verified local copy of the remote store at ``url``, fetched once per content (see :func:`cache_key`).
+
+    Processes that open the same store at once (DataLoader workers, ranks on
+    one node) take a file lock: one fetches, the others wait and then find
+    the copy done. A copy counts as done only once its ``.complete`` marker
+    lands, after every file was verified.
+    """
+    import fcntl
+
+    key = cache_key(url)
+    root = cache_root(cache_dir)
+    target = root / key
+    done = target / ".complete"
+    if done.exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                transfer(url, str(target), workers=workers, progress=progress, allow_incomplete=True,
+                         description="fetching")
+                (target / ".source").write_text(url + "\n")
+                done.write_text(key + "\n")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def cache_entries(cache_dir=None) -> list[dict]:
+    """Every cached store: its key, URL, size on disk and whether it is complete."""
+    root = cache_root(cache_dir)
+    entries = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        if not entry.is_dir():
+            continue
+        source = entry / ".source"
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        entries.append({"key": entry.name, "url": source.read_text().strip() if source.exists() else None,
+                        "bytes": size, "complete": (entry / ".complete").exists(), "path": str(entry)})
+    return entries
+
+
+def clear_cache(cache_dir=None, url: str | None = None) -> int:
+    """Delete cached stores (all of them, or those of ``url``); return the bytes freed."""
+    import shutil
+
+    freed = 0
+    for entry in cache_entries(cache_dir):
+        if url is None or entry["url"] == url:
+            shutil.rmtree(entry["path"])
+            Path(entry["path"] + ".lock").unlink(missing_ok=True)
+            freed += entry["bytes"]
+    return freed

@@ -1,0 +1,210 @@
+"""Remote stores against a real S3 server on loopback: open(url) through the cache, pull, push, damage, races."""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+import latentstore
+from latentstore import cli
+from latentstore.errors import CorruptChunkError, FormatError, TransferError
+from latentstore.inspection.verify import verify
+from latentstore.store import transfer
+from tests.store.stores import CHUNK, SHAPE, N, write_store
+
+
+@pytest.fixture(autouse=True)
+def _every_kernel_build():
+    """Transfers do not touch the kernels: once is enough (overrides the folder's per-build fixture)."""
+
+
+@pytest.fixture
+def local(tmp_path, data):
+    x, labels = data
+    return write_store(tmp_path / "local.zarr", x, labels=labels, flip=True)
+
+
+@pytest.fixture
+def remote(s3, local, tmp_path):
+    url = f"{s3}/in1k.zarr"
+    assert cli.main(["push", local.path, url, "--no-progress"]) == 0
+    return url
+
+
+def s3fs():
+    import fsspec
+
+    return fsspec.filesystem("s3", skip_instance_cache=True)
+
+
+def test_open_url_reads_what_the_local_store_reads_through_the_mapped_path(remote, local, tmp_path):
+    store = latentstore.open(remote, cache_dir=tmp_path / "cache")
+    assert store.fast and store.url == remote
+    rows = np.random.default_rng(0).permutation(N)
+    for flip in (False, True):
+        assert store.read(rows, flip=flip)[0].tobytes() == local.read(rows, flip=flip)[0].tobytes()
+    assert store.labels.tolist() == local.labels.tolist()
+    [entry] = transfer.cache_entries(tmp_path / "cache")
+    assert entry["url"] == remote and entry["complete"]
+
+
+def test_a_second_open_uses_the_cache_and_a_changed_store_is_fetched_anew(remote, local, tmp_path, monkeypatch):
+    latentstore.open(remote, cache_dir=tmp_path / "cache")
+    calls = []
+    real = transfer.transfer
+    monkeypatch.setattr(transfer, "transfer", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    latentstore.open(remote, cache_dir=tmp_path / "cache")
+    assert calls == []
+    # Rewrite one chunk on the server (same size, other bytes, a valid checksum): a new ETag, a new key.
+    other = write_store(tmp_path / "other.zarr", -np.ones((N, *SHAPE), np.float32), labels=local.labels, flip=True)
+    key = "latents/c/1/0/0/0"
+    s3fs().pipe_file(f"{remote[5:]}/{key}", (tmp_path / "other.zarr" / key).read_bytes())
+    store = latentstore.open(remote, cache_dir=tmp_path / "cache")
+    assert len(calls) == 1 and len(transfer.cache_entries(tmp_path / "cache")) == 2
+    rows = np.arange(CHUNK, 2 * CHUNK)
+    assert store.codes(rows)[0].tobytes() == other.codes(rows)[0].tobytes()
+
+
+def test_a_corrupted_chunk_on_the_server_is_named_and_never_mapped(remote, tmp_path):
+    key = "scales/c/2"
+    data = bytearray(s3fs().cat_file(f"{remote[5:]}/{key}"))
+    data[0] ^= 0xFF
+    s3fs().pipe_file(f"{remote[5:]}/{key}", bytes(data))
+    with pytest.raises(CorruptChunkError, match="scales/c/2 fails its crc32c check"):
+        latentstore.open(remote, cache_dir=tmp_path / "cache")
+    [entry] = transfer.cache_entries(tmp_path / "cache")
+    assert not entry["complete"] and not (tmp_path / "cache" / entry["key"] / key).exists()
+
+
+def test_a_chunk_missing_on_the_server_is_named(remote, tmp_path):
+    s3fs().rm(f"{remote[5:]}/latents/c/3/0/0/0")
+    with pytest.raises(CorruptChunkError, match="'latents' chunk 3.*missing"):
+        latentstore.open(remote, cache_dir=tmp_path / "cache")
+
+
+def test_pull_then_push_round_trip_and_reruns_copy_nothing(remote, local, tmp_path, capsys):
+    assert cli.main(["pull", remote, str(tmp_path / "pulled.zarr"), "--no-progress"]) == 0
+    assert verify(tmp_path / "pulled.zarr").ok
+    pulled = latentstore.open(tmp_path / "pulled.zarr")
+    assert pulled.read(np.arange(N))[0].tobytes() == local.read(np.arange(N))[0].tobytes()
+    again = transfer.transfer(remote, str(tmp_path / "pulled.zarr"))
+    assert again.files_copied == 0 and again.files_kept > 0
+    assert "copied, 0 already there" in capsys.readouterr().out
+
+
+def test_a_killed_pull_resumes_and_leaves_nothing_that_reads_as_valid(remote, local, tmp_path, monkeypatch):
+    target = tmp_path / "pulled.zarr"
+    real_write = transfer._Side.write
+    written = []
+
+    def dying_write(self, key, data):
+        if len(written) == 5:
+            raise KeyboardInterrupt  # the process dies mid-transfer
+        written.append(key)
+        real_write(self, key, data)
+
+    monkeypatch.setattr(transfer._Side, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.transfer(remote, str(target), workers=1)
+    monkeypatch.undo()
+    assert not (target / "zarr.json").exists()  # not a store yet: the group metadata comes last
+    (target / "latents" / "c" / "4").mkdir(parents=True, exist_ok=True)
+    (target / "latents" / "c" / "4" / ".0.partial").write_bytes(b"half")  # what a kill -9 leaves
+    report = transfer.transfer(remote, str(target))
+    assert report.files_kept == 5
+    assert verify(target).ok
+    assert latentstore.open(target).read(np.arange(N))[0].tobytes() == local.read(np.arange(N))[0].tobytes()
+
+
+def test_push_refuses_an_unfinished_store(s3, tmp_path, data, capsys):
+    x, _ = data
+    writer = latentstore.create(tmp_path / "u.zarr", N, SHAPE, chunk_samples=CHUNK)
+    writer.write(0, x[:CHUNK])
+    assert cli.main(["push", str(tmp_path / "u.zarr"), f"{s3}/u.zarr", "--no-progress"]) == 1
+    assert "--allow-incomplete" in capsys.readouterr().err
+    with pytest.raises(FormatError, match="not finalized"):
+        transfer.transfer(str(tmp_path / "u.zarr"), f"{s3}/u.zarr")
+
+
+def _open_in_child(url, cache_dir, queue):
+    from latentstore.store import transfer as t
+
+    calls = []
+    real = t.transfer
+    t.transfer = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    store = latentstore.open(url, cache_dir=cache_dir)
+    queue.put((len(calls), float(store.read(np.arange(10))[0].sum())))
+
+
+@pytest.mark.slow  # two fresh interpreters
+def test_two_processes_fill_one_cache_once(remote, tmp_path):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    children = [context.Process(target=_open_in_child, args=(remote, str(tmp_path / "cache"), queue)) for _ in range(2)]
+    for child in children:
+        child.start()
+    results = [queue.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert sorted(count for count, _ in results) == [0, 1]  # one fetched, the other waited and found it
+    assert results[0][1] == results[1][1]
+
+
+@pytest.mark.slow  # the client retries a lost server before it gives up
+def test_the_server_going_away_mid_pull_is_a_clear_error_and_a_rerun_resumes(local, tmp_path, monkeypatch):
+    from tests.conftest import S3Server
+
+    server = S3Server()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(name, value)
+        import s3fs as s3fs_module
+
+        s3fs_module.S3FileSystem.clear_instance_cache()  # the cached client still points at the other server
+        s3fs().mkdir("gone")
+        transfer.transfer(local.path, "s3://gone/in1k.zarr")
+        real_read = transfer._Side.read
+        reads = []
+
+        def read_then_vanish(self, key):
+            if not key.endswith("zarr.json"):
+                reads.append(key)
+            if len(reads) == 8:
+                server.stop()
+            return real_read(self, key)
+
+        monkeypatch.setattr(transfer._Side, "read", read_then_vanish)
+        with pytest.raises(TransferError, match="cannot copy .* from s3://gone/in1k.zarr.*rerun"):
+            transfer.transfer("s3://gone/in1k.zarr", str(tmp_path / "pulled.zarr"), workers=1)
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+    kept = sum(1 for p in (tmp_path / "pulled.zarr").rglob("*") if p.is_file())
+    assert kept >= 1
+    report = transfer.transfer(local.path, str(tmp_path / "pulled.zarr"))  # the same store from another copy
+    assert report.files_kept == kept and verify(tmp_path / "pulled.zarr").ok
+
+
+def test_cache_list_and_clear(remote, tmp_path, capsys):
+    latentstore.open(remote, cache_dir=tmp_path / "cache")
+    assert cli.main(["cache", "list", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert remote in capsys.readouterr().out
+    assert cli.main(["cache", "clear", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "freed" in capsys.readouterr().out and transfer.cache_entries(tmp_path / "cache") == []
+
+
+def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(transfer.CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert transfer.cache_root() == tmp_path / "elsewhere"
+    assert transfer.cache_root(tmp_path / "given") == tmp_path / "given"
+
+
+def test_hub_limits_are_checked_before_a_push(tmp_path, data, capsys, monkeypatch):
+    x, labels = data
+    write_store(tmp_path / "s.zarr", x, labels=labels, chunk=2)  # 150 chunks per array
+    monkeypatch.setattr(transfer, "HUB_FILES_PER_FOLDER", 100)
+    assert cli.main(["push", str(tmp_path / "s.zarr"), "hf://datasets/user/name", "--no-progress"]) == 1
+    assert "larger --chunk-samples" in capsys.readouterr().err
