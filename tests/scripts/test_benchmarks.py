@@ -136,3 +136,24 @@ def test_batches_benchmark_smoke(tmp_path):
     (label, values, verdict), = target_rows(text)
     assert label == "(pooled) / (new) >= 0.95" and verdict == ("met" if values[0] >= 0.95 else "NOT met")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+@pytest.mark.slow
+def test_remote_benchmark_smoke(tmp_path):
+    pytest.importorskip("moto")
+    pytest.importorskip("s3fs")
+    text = load("remote").main(["--samples", "3000", "--zarr-batches", "1", "--results", str(tmp_path)])
+    assert (tmp_path / "remote.md").read_text().strip() == text.strip()
+    targets = target_rows_text(text)
+    assert targets["bytes per batch of (c) after the first epoch = 0"] == "met"
+    assert set(targets.values()) <= {"met", "NOT met"} and len(targets) == 3
+
+
+def target_rows_text(text):
+    """target -> verdict, for targets whose values are not all numbers."""
+    rows = {}
+    for line in text.split("## Targets")[1].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("target", "---"):
+            rows[cells[0]] = cells[-1]
+    return rows

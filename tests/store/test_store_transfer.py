@@ -153,7 +153,7 @@ def test_two_processes_fill_one_cache_once(remote, tmp_path):
 
 @pytest.mark.slow  # the client retries a lost server before it gives up
 def test_the_server_going_away_mid_pull_is_a_clear_error_and_a_rerun_resumes(local, tmp_path, monkeypatch):
-    from tests.conftest import S3Server
+    from tests.s3server import S3Server
 
     server = S3Server()
     try:
