@@ -208,3 +208,23 @@ def test_hub_limits_are_checked_before_a_push(tmp_path, data, capsys, monkeypatc
     monkeypatch.setattr(transfer, "HUB_FILES_PER_FOLDER", 100)
     assert cli.main(["push", str(tmp_path / "s.zarr"), "hf://datasets/user/name", "--no-progress"]) == 1
     assert "larger --chunk-samples" in capsys.readouterr().err
+
+
+def test_a_zstd_push_is_smaller_plain_zarr_and_reads_back_through_the_mapped_path(s3, local, tmp_path):
+    import zarr
+
+    url = f"{s3}/small.zarr"
+    assert cli.main(["push", local.path, url, "--compress", "zstd", "--no-progress"]) == 0
+    remote_bytes = sum(info["size"] for info in s3fs().find(url[5:], detail=True).values())
+    local_bytes = sum(p.stat().st_size for p in (tmp_path / "local.zarr").rglob("*") if p.is_file())
+    assert remote_bytes < local_bytes
+    group = zarr.open_group(url, mode="r")  # a standard Zarr store: zarr-python decodes it
+    assert np.asarray(group["latents"][:10]).tobytes() == local.codes(np.arange(10))[0].tobytes()
+    store = latentstore.open(url, cache_dir=tmp_path / "cache")
+    assert store.fast  # decompressed once into the cache, then mapped
+    rows = np.random.default_rng(1).permutation(N)
+    assert store.read(rows, flip=True)[0].tobytes() == local.read(rows, flip=True)[0].tobytes()
+    assert cli.main(["pull", url, str(tmp_path / "pulled.zarr"), "--no-progress"]) == 0
+    assert verify(tmp_path / "pulled.zarr").ok and latentstore.open(tmp_path / "pulled.zarr").fast
+    again = transfer.transfer(url, str(tmp_path / "pulled.zarr"))
+    assert again.files_copied == 0

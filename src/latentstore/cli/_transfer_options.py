@@ -28,10 +28,15 @@ def configure_copy(parser: argparse.ArgumentParser, source: str, destination: st
     parser.add_argument("--workers", type=int, default=store_transfer.DEFAULT_WORKERS, help="parallel transfers (default 16)")
     parser.add_argument("--allow-incomplete", action="store_true", help="copy a store that is not finalized")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if destination == "URL":
+        parser.add_argument("--compress", choices=("zstd",), default=None,
+                            help="publish zstd-compressed chunks (~22%% smaller for int8 codes); open(url) and pull "
+                                 "decompress them once, verified")
 
 
 def copy(args, description: str) -> int:
     report = store_transfer.transfer(args.source, args.destination, workers=args.workers, progress=not args.no_progress,
-                                     allow_incomplete=args.allow_incomplete, description=description)
+                                     allow_incomplete=args.allow_incomplete, description=description,
+                                     compress=getattr(args, "compress", None))
     print(report.summary())
     return 0

@@ -12,6 +12,7 @@ verified files, and a rerun copies what is missing.
 """
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -125,9 +126,55 @@ class _Side:
             raise
 
 
+RAW_CODECS = ("bytes", "crc32c")
+ZSTD_CODECS = ("bytes", "zstd", "crc32c")
+ZSTD_LEVEL = 3
+
+
+def _codec_names(document: dict) -> tuple:
+    return tuple(c.get("name") for c in document.get("codecs", []) if isinstance(c, dict))
+
+
+def _recoded(document: dict, compress: bool) -> dict:
+    """An array's metadata with zstd between its bytes and crc32c codecs (``compress``), or without it."""
+    bytes_codec, *_, crc_codec = document["codecs"]
+    middle = [{"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}}] if compress else []
+    return {**document, "codecs": [bytes_codec, *middle, crc_codec]}
+
+
+def _with_crc32c(payload: bytes) -> bytes:
+    import google_crc32c
+
+    return payload + google_crc32c.value(payload).to_bytes(4, "little")
+
+
+def _compress_chunk(data: bytes) -> bytes:
+    from numcodecs import Zstd
+
+    return _with_crc32c(bytes(Zstd(level=ZSTD_LEVEL).encode(data[:-4])))
+
+
+def _decompress_chunk(data: bytes, key: str, nbytes: int) -> bytes:
+    import numpy as np
+    from numcodecs import Zstd
+
+    out = np.empty(nbytes, dtype=np.uint8)
+    try:
+        raw = bytes(np.frombuffer(Zstd().decode(data[:-4], out=out), dtype=np.uint8))
+    except (ValueError, RuntimeError) as exc:
+        raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} does not decompress to its {nbytes} bytes: {exc}") from None
+    return _with_crc32c(raw)
+
+
 def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WORKERS, progress: bool = False,
-             allow_incomplete: bool = False, description: str = "transfer") -> TransferReport:
+             allow_incomplete: bool = False, compress: str | None = None,
+             description: str = "transfer") -> TransferReport:
     """Copy the store at ``source_url`` to ``destination_url``: missing or different files only, verified.
+
+    ``compress="zstd"`` publishes the chunks zstd-compressed (a standard Zarr
+    store still: codecs bytes, zstd, crc32c). A compressed source copied to a
+    local directory is decompressed once, chunk by chunk and verified, into
+    the plain layout the memory-mapped reader needs.
 
     Raises StoreNotFoundError when the source holds no store, FormatError for
     an incomplete store unless ``allow_incomplete``, and CorruptChunkError
@@ -146,10 +193,31 @@ def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WO
     if not attributes.get("complete") and not allow_incomplete:
         raise FormatError(f"{source_url} is not finalized (complete is false): finish the encode first, "
                           "or pass --allow-incomplete to copy it as it is")
+    if compress not in (None, "zstd"):
+        raise ValueError(f"compress must be None or 'zstd', got {compress!r}")
     checksummed = _checksummed_arrays(documents)
+    # Arrays whose chunks change form on the way: compressed for a push, decompressed into a local copy.
+    recode: dict[str, str] = {}
+    for key, document in documents.items():
+        if key == "zarr.json" or document.get("node_type") != "array":
+            continue
+        array, names = key[: -len("/zarr.json")], _codec_names(document)
+        if compress and names == RAW_CODECS:
+            recode[array] = "compress"
+        elif destination.local and names == ZSTD_CODECS:
+            recode[array] = "decompress"
+    for array, how in recode.items():
+        raw[f"{array}/zarr.json"] = (json.dumps(_recoded(documents[f"{array}/zarr.json"], how == "compress"), indent=2)
+                                     .encode())
     there = destination.listing()
     chunks = sorted(k for k in files if not k.endswith("zarr.json"))
-    todo = [k for k in chunks if there.get(k, {}).get("size") != files[k].get("size")]
+
+    def done(key: str) -> bool:
+        if key.split("/c/")[0] in recode:  # another size by design; files land whole, so being there is enough
+            return key in there
+        return there.get(key, {}).get("size") == files[key].get("size")
+
+    todo = [k for k in chunks if not done(k)]
     report = TransferReport(source_url, destination_url, files_kept=len(chunks) - len(todo))
     lock = threading.Lock()
     bar = Progress(sum(int(files[k].get("size") or 0) for k in todo), description, unit="B", enabled=progress)
@@ -158,8 +226,13 @@ def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WO
         data = source.read(key)
         if len(data) != files[key].get("size", len(data)):
             raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} is {len(data)} bytes, listed as {files[key]['size']}")
-        if key.split("/c/")[0] in checksummed:
+        array = key.split("/c/")[0]
+        if array in checksummed:
             check_crc32c(data, key)
+        if recode.get(array) == "compress":
+            data = _compress_chunk(data)
+        elif recode.get(array) == "decompress":
+            data = _decompress_chunk(data, key, _chunk_nbytes(documents[f"{array}/zarr.json"]))
         try:
             destination.write(key, data)
         except Exception as exc:
@@ -187,6 +260,13 @@ def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WO
         destination.write(key, raw[key])
     destination.write("zarr.json", raw["zarr.json"])
     return report
+
+
+def _chunk_nbytes(document: dict) -> int:
+    import numpy as np
+
+    shape = document["chunk_grid"]["configuration"]["chunk_shape"]
+    return int(np.prod(shape)) * np.dtype(document["data_type"]).itemsize
 
 
 def _parse(data: bytes, where: str) -> dict:
