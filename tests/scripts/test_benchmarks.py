@@ -26,8 +26,16 @@ def test_read_benchmark_smoke(tmp_path, capsys):
     for label, values, verdict in targets:
         assert len(values) == 2  # one ratio per thread count
         goal = float(label.split(">=")[1])
-        assert verdict == ("met" if min(values) >= goal else "NOT met"), label
+        assert verdict_follows(values, goal, verdict), label
     assert list(tmp_path.iterdir()) == [tmp_path / "read-smoke.md"]  # scratch files cleaned up
+
+
+def verdict_follows(printed, goal, verdict):
+    """Whether ``verdict`` is what ratios printed to 2 decimals imply (a ratio within the rounding of
+    the goal may go either way: 0.948 prints as 0.95 and misses 0.95)."""
+    if any(abs(value - goal) <= 0.005 for value in printed):
+        return verdict in ("met", "NOT met")
+    return verdict == ("met" if min(printed) >= goal else "NOT met")
 
 
 def target_rows(text):
@@ -134,7 +142,8 @@ def test_batches_benchmark_smoke(tmp_path):
                                  "--results", str(tmp_path / "results")])
     assert (tmp_path / "results" / "batches.md").read_text().strip() == text.strip()
     (label, values, verdict), = target_rows(text)
-    assert label == "(pooled) / (new) >= 0.95" and verdict == ("met" if values[0] >= 0.95 else "NOT met")
+    assert label == "(pooled) / (new) >= 0.95"
+    assert verdict_follows(values, 0.95, verdict)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
 
 
