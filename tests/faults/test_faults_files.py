@@ -56,8 +56,8 @@ def replace_with(target, kind):
         target.symlink_to("nowhere")
 
 
-CHUNK_KINDS = {"directory": "not a regular file", "fifo": "not a regular file", "device": "not a regular file",
-               "loop": "cannot be read", "dangling": "missing"}
+CHUNK_KINDS = {"directory": "is a directory", "fifo": "FIFO", "device": "character device",
+               "loop": "symlink loop", "dangling": "missing"}
 
 
 @pytest.mark.parametrize("array", [fmt.LATENTS, fmt.SCALES, fmt.LABELS, fmt.VALID])
@@ -239,3 +239,17 @@ def test_a_chunk_truncated_in_place_under_a_reader_dies_with_a_recognisable_bus_
     result = run_reader(finished, f"os.truncate({str(target)!r}, 0)")
     assert result.returncode == -signal.SIGBUS
     assert "Bus error" in result.stderr and "latentstore/store/reader.py" in result.stderr
+
+
+@pytest.mark.parametrize("kind, match", [("fifo", "not a regular file"), ("dangling", "missing")])
+def test_a_compressed_store_is_checked_before_zarr_reads_it(tmp_path, kind, match):
+    """zarr-python would block on a FIFO and read a missing chunk as zeros: open checks first."""
+    path = tmp_path / "z.zarr"
+    writer = latentstore.create(path, N, SHAPE, chunk_samples=CHUNK, compressor="zstd")
+    for start in range(0, N, CHUNK):
+        writer.write(start, np.ones((CHUNK, *SHAPE), np.float32), labels=np.arange(CHUNK))
+    writer.close()
+    replace_with(path / fmt.LABELS / "c" / "1", kind)
+    with pytest.raises(CorruptChunkError, match=match) as info:
+        latentstore.open(path)
+    assert (info.value.array, info.value.chunk) == (fmt.LABELS, 1)

@@ -34,9 +34,17 @@ from latentstore.store.sampling import batch_slices, epoch_order
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
 
 
+def _missing_chunk(name: str, chunk: int) -> CorruptChunkError:
+    return CorruptChunkError(
+        name, chunk, "the chunk file is missing from a complete store; run 'latentstore verify' on it "
+        "to list the damage, then restore the store or re-encode those chunks"
+    )
+
+
 def _check_chunk_files(root: Path, layouts: dict[str, ArrayLayout], complete: bool) -> None:
-    """Every chunk file is a regular file (zarr would block on a FIFO, read /dev/zero forever);
-    in a complete store every chunk has one: a missing one is damage, never zeros."""
+    """Before zarr-python reads a local store: every chunk file is a regular file (zarr would
+    block on a FIFO, read /dev/zero forever) and, in a complete store, there (zarr would read a
+    missing one as zeros). The mapped path checks the same while it opens each file."""
     for name, layout in layouts.items():
         if layout.separator != "/":
             continue  # another key encoding: zarr-python finds its chunks
@@ -46,10 +54,7 @@ def _check_chunk_files(root: Path, layouts: dict[str, ArrayLayout], complete: bo
                 mode = os.stat(path).st_mode
             except FileNotFoundError:
                 if complete:
-                    raise CorruptChunkError(
-                        name, k, "the chunk file is missing from a complete store; run 'latentstore verify' on it "
-                        "to list the damage, then restore the store or re-encode those chunks"
-                    ) from None
+                    raise _missing_chunk(name, k) from None
                 continue
             except OSError as exc:
                 raise CorruptChunkError(name, k, f"{path} cannot be read ({exc.strerror or exc})") from None
@@ -160,25 +165,28 @@ class LatentStore:
             layouts[name] = layout
         self._layouts = layouts
         m = self.metadata
-        _check_chunk_files(root, layouts, m.complete)
         if not all(layout.mappable for layout in layouts.values()):
+            _check_chunk_files(root, layouts, m.complete)
             self._open_zarr()
             return
         # A snapshot, even while a writer lands chunks: the writer writes a
         # chunk's valid flags last, so reading them first means every chunk
         # flagged valid here already has its other files. A chunk any array
         # lacks is still flagged invalid below (damage, or a torn write).
-        valid_flags, present = load_local_array(root / fmt.VALID, fmt.VALID, layouts[fmt.VALID])
+        valid_flags, valid_present = load_local_array(root / fmt.VALID, fmt.VALID, layouts[fmt.VALID])
+        present_by_array = {fmt.VALID: valid_present}
         latent_names = [fmt.LATENTS] + ([fmt.FLIP_LATENTS] if m.flip else [])
         self._scale_bits = None
         if m.quant.has_scales:
             self._scale_bits, scales_present = self._load_scales(root, layouts, latent_names)
-            present &= scales_present
-        labels, labels_present = load_local_array(root / fmt.LABELS, fmt.LABELS, layouts[fmt.LABELS])
-        present &= labels_present
+            present_by_array.update(scales_present)
+        labels, present_by_array[fmt.LABELS] = load_local_array(root / fmt.LABELS, fmt.LABELS, layouts[fmt.LABELS])
         self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
-        for mapped_present in self._rows.present.values():
-            present &= mapped_present
+        present_by_array.update(self._rows.present)
+        present = np.logical_and.reduce(list(present_by_array.values()))
+        if m.complete and not present.all():
+            name = next(name for name in m.arrays() if not present_by_array[name].all())
+            raise _missing_chunk(name, int(np.argmin(present_by_array[name])))
         n = m.num_samples
         self.labels = labels[:n]
         self.valid = np.zeros(n, dtype=bool)
@@ -189,15 +197,14 @@ class LatentStore:
 
     def _load_scales(self, root: Path, layouts: dict, latent_names: list[str]):
         """Every scales array in the kernels' row space (padded, stacked) as uint16 bits, and
-        which chunks every one of them had."""
+        which chunks each of them had (name -> mask)."""
         names = [name.replace("latents", "scales") for name in latent_names]
         layout = layouts[names[0]]
         rows = layout.num_chunks * layout.chunk_shape[0]
         stacked = np.zeros((len(names) * rows, *layout.shape[1:]), dtype=np.float16)
-        present = np.ones(layout.num_chunks, dtype=bool)
+        present = {}
         for a, name in enumerate(names):
-            _, array_present = load_local_array(root / name, name, layouts[name], out=stacked[a * rows : (a + 1) * rows])
-            present &= array_present
+            _, present[name] = load_local_array(root / name, name, layouts[name], out=stacked[a * rows : (a + 1) * rows])
         return stacked.reshape(len(stacked), -1).view(np.uint16), present
 
     def _open_zarr(self) -> None:
@@ -363,6 +370,8 @@ class LatentStore:
         False gives None; True or "stats" the store's per-channel (x - mean) / std;
         "scaling_factor" the encoder's x * scaling_factor; a Normalization itself.
         """
+        if normalize is False:  # the common case, on every read
+            return None
         if isinstance(normalize, Normalization):
             return normalize
         try:
