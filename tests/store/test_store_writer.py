@@ -167,8 +167,7 @@ def test_append_holds_at_most_one_chunk(tmp_path, data, monkeypatch):
     monkeypatch.setattr(writer, "write", lambda start, **block: (writes.append(start), real_write(start, **block)))
     for start in range(0, N, 10):
         writer.append(x[start : start + 10], labels=labels[start : start + 10])
-        held = writer._appended.held
-        assert held is None or writer._appended.block_rows(held) < CHUNK
+        assert writer._appended.held_rows < CHUNK
     writer.close()
     assert writes == list(range(0, N, CHUNK))
 

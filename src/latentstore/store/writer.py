@@ -188,13 +188,16 @@ class _ChunkAssembler:
 
     A column is an array (latents, labels, ...), a ``(q, scales)`` pair
     (codes) or a list of strings (ids, failures); every column of a block has
-    the same number of rows, and every block the same columns.
+    the same number of rows, and every block the same columns. Blocks are
+    held as they come and joined once per chunk, so many small blocks cost
+    one copy of their rows, not one per block.
     """
 
     def __init__(self, chunk_rows: int):
         self.chunk_rows = chunk_rows
         self.next_start = 0  # the sample the held rows begin at
-        self.held: dict | None = None
+        self.pieces: list[dict] = []
+        self.held_rows = 0
         self.finished: set[int] | None = None
 
     @staticmethod
@@ -205,18 +208,21 @@ class _ChunkAssembler:
         return self._rows(next(iter(block.values())))
 
     @staticmethod
-    def _join(old, new):
-        if isinstance(old, tuple):
-            return tuple(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(old, new))
-        if isinstance(old, list):
-            return old + list(new)
-        return np.concatenate([np.asarray(old), np.asarray(new)])
+    def _join(values: list):
+        if isinstance(values[0], tuple):
+            return tuple(np.concatenate([np.asarray(v[i]) for v in values]) for i in range(len(values[0])))
+        if isinstance(values[0], list):
+            return [item for value in values for item in value]
+        return np.concatenate([np.asarray(v) for v in values])
 
     @staticmethod
     def _cut(value, start: int, stop: int | None):
         if isinstance(value, tuple):
             return tuple(part[start:stop] for part in value)
         return value[start:stop]
+
+    def _joined(self) -> dict:
+        return {name: self._join([piece[name] for piece in self.pieces]) for name in self.pieces[0]}
 
     def add(self, columns: dict) -> list[tuple[int, dict]]:
         """Take a block; return the whole chunks it completes as (start, columns)."""
@@ -227,26 +233,29 @@ class _ChunkAssembler:
         sizes = {name: self._rows(value) for name, value in block.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"every column of an appended block needs the same number of samples, got {sizes}")
-        if self.held is None:
-            self.held = block
-        else:
-            if set(block) != set(self.held):
-                raise ValueError(f"appended blocks must carry the same columns: {sorted(self.held)} before, "
-                                 f"{sorted(block)} now")
-            self.held = {name: self._join(self.held[name], block[name]) for name in block}
-        chunks = []
-        while self.held is not None and self.block_rows(self.held) >= self.chunk_rows:
-            chunks.append((self.next_start, {k: self._cut(v, 0, self.chunk_rows) for k, v in self.held.items()}))
-            rest = {k: self._cut(v, self.chunk_rows, None) for k, v in self.held.items()}
+        if self.pieces and set(block) != set(self.pieces[0]):
+            raise ValueError(f"appended blocks must carry the same columns: {sorted(self.pieces[0])} before, "
+                             f"{sorted(block)} now")
+        self.pieces.append(block)
+        self.held_rows += self.block_rows(block)
+        if self.held_rows < self.chunk_rows:
+            return []
+        held = self._joined()
+        chunks, start = [], 0
+        while self.held_rows - start >= self.chunk_rows:
+            chunks.append((self.next_start, {k: self._cut(v, start, start + self.chunk_rows) for k, v in held.items()}))
+            start += self.chunk_rows
             self.next_start += self.chunk_rows
-            self.held = rest if self.block_rows(rest) else None
+        self.held_rows -= start
+        self.pieces = [{k: self._cut(v, start, None) for k, v in held.items()}] if self.held_rows else []
         return chunks
 
     def take_rest(self) -> tuple[int, dict] | None:
         """The held rows (a last, shorter chunk), or None."""
-        if self.held is None:
+        if not self.pieces:
             return None
-        rest, self.held = (self.next_start, self.held), None
+        rest = (self.next_start, self._joined())
+        self.pieces, self.held_rows = [], 0
         return rest
 
 
