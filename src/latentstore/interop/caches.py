@@ -121,18 +121,20 @@ class FeatureFolderCache:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _array(self, path: Path, key: str | None) -> np.ndarray:
+    def _arrays(self, path: Path, key: str | None, flip_key: str | None = None):
+        """The array ``key`` of a .npy/.npz file (its only one when None), and ``flip_key``'s where the file has it."""
         try:
-            if path.suffix == ".npz":
-                with np.load(path) as data:
-                    names = data.files
-                    if key is None and len(names) != 1:
-                        raise SourceError(f"{path} holds {names}; name the latent with --key")
-                    name = key or names[0]
-                    if name not in names:
-                        raise SourceError(f"{path} holds {names}, not {name!r}")
-                    return np.asarray(data[name])
-            return np.load(path, allow_pickle=False)
+            if path.suffix != ".npz":
+                return np.load(path, allow_pickle=False), None
+            with np.load(path) as data:
+                names = data.files
+                if key is None and len(names) != 1:
+                    raise SourceError(f"{path} holds {names}; name the latent with --key")
+                name = key or names[0]
+                if name not in names:
+                    raise SourceError(f"{path} holds {names}, not {name!r}")
+                flip = np.asarray(data[flip_key]) if flip_key in names else None
+                return np.asarray(data[name]), flip
         except SourceError:
             raise
         except (OSError, ValueError) as exc:
@@ -151,13 +153,8 @@ class FeatureFolderCache:
 
     def _load(self, i: int):
         path = self.directory / self.files[i]
-        latent = self._latent(self._array(path, self.key), path)
-        flip = None
-        if self.flip_key is not None and path.suffix == ".npz":
-            with np.load(path) as data:
-                if self.flip_key in data.files:
-                    flip = self._latent(np.asarray(data[self.flip_key]), path)
-        return latent, flip
+        latent, flip = self._arrays(path, self.key, self.flip_key)
+        return self._latent(latent, path), None if flip is None else self._latent(flip, path)
 
     def _label(self, i: int) -> int:
         if self.labels is not None:
@@ -165,7 +162,7 @@ class FeatureFolderCache:
         if self.labels_dir is None:
             return -1
         path = self.labels_dir / self.files[i]
-        value = self._array(path, None).reshape(-1)
+        value = self._arrays(path, None)[0].reshape(-1)
         if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
             raise SourceError(f"{path} holds {value.dtype} {value.shape}; a label file holds one integer")
         return int(value[0])
