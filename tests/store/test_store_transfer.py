@@ -51,8 +51,8 @@ def test_open_url_reads_what_the_local_store_reads_through_the_mapped_path(remot
 def test_a_second_open_uses_the_cache_and_a_changed_store_is_fetched_anew(remote, local, tmp_path, monkeypatch):
     latentstore.open(remote, cache_dir=tmp_path / "cache")
     calls = []
-    real = transfer.transfer
-    monkeypatch.setattr(transfer, "transfer", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    real = transfer._copy_store
+    monkeypatch.setattr(transfer, "_copy_store", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
     latentstore.open(remote, cache_dir=tmp_path / "cache")
     assert calls == []
     # Rewrite one chunk on the server (same size, other bytes, a valid checksum): a new ETag, a new key.
@@ -130,8 +130,8 @@ def _open_in_child(url, cache_dir, queue):
     from latentstore.store import transfer as t
 
     calls = []
-    real = t.transfer
-    t.transfer = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    real = t._copy_store
+    t._copy_store = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
     store = latentstore.open(url, cache_dir=cache_dir)
     queue.put((len(calls), float(store.read(np.arange(10))[0].sum())))
 

@@ -83,7 +83,7 @@ def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress:
     ``$LATENTSTORE_CACHE_DIR``, else ``~/.cache/latentstore``), every chunk
     verified against its crc32c, and then read through the same memory-mapped
     path as a local store; a changed remote store is fetched anew (see
-    ``store.transfer.cache_key``). ``cache=False`` reads through zarr-python
+    ``store.transfer._Snapshot.key``). ``cache=False`` reads through zarr-python
     instead, fetching every touched chunk whole on every read.
     """
     if mode != "r":

@@ -17,12 +17,13 @@ import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from latentstore import format as fmt
 from latentstore.errors import CorruptChunkError, FormatError, StoreNotFoundError, TransferError
 from latentstore.progress import Progress
+from latentstore.store.files import parse_json
 
 #: Parallel transfers: object stores answer many small requests best in parallel.
 DEFAULT_WORKERS = 16
@@ -51,7 +52,6 @@ class TransferReport:
     files_copied: int = 0
     bytes_copied: int = 0
     files_kept: int = 0
-    problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.source} -> {self.destination}: {self.files_copied:,} files ({self.bytes_copied / 1e6:,.1f} MB) "
@@ -166,6 +166,36 @@ def _decompress_chunk(data: bytes, key: str, nbytes: int) -> bytes:
     return _with_crc32c(raw)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a store's source holds at one moment: every file's listing entry and the metadata documents' bytes."""
+
+    side: "_Side"
+    files: dict
+    raw: dict
+
+    @classmethod
+    def of(cls, url: str) -> "_Snapshot":
+        side = _Side(url)
+        files = side.listing()
+        if "zarr.json" not in files:
+            raise StoreNotFoundError(f"no latent store at {url} (no zarr.json); check the URL")
+        return cls(side, files, {key: side.read(key) for key in files if key.endswith("zarr.json")})
+
+    def key(self) -> str:
+        """What identifies the store's content: its URL, every metadata document, and every file's
+        size and ETag (or mtime, where the filesystem has no ETag). A rewritten chunk or a new
+        revision changes it, so a changed store is never served stale from the cache."""
+        digest = hashlib.sha256(self.side.url.encode())
+        for key in sorted(self.files):
+            info = self.files[key]
+            tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+            digest.update(f"{key}\0{info.get('size')}\0{tag}\n".encode())
+            if key in self.raw:
+                digest.update(self.raw[key])
+        return digest.hexdigest()[:24]
+
+
 def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WORKERS, progress: bool = False,
              allow_incomplete: bool = False, compress: str | None = None,
              description: str = "transfer") -> TransferReport:
@@ -181,12 +211,16 @@ def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WO
     naming the first chunk file that fails its checksum (the files before it
     are in place; a rerun resumes).
     """
-    source, destination = _Side(source_url), _Side(destination_url)
-    files = source.listing()
-    if "zarr.json" not in files:
-        raise StoreNotFoundError(f"no latent store at {source_url} (no zarr.json); check the URL")
-    raw = {key: source.read(key) for key in files if key.endswith("zarr.json")}
-    documents = {key: _parse(data, f"{source_url}/{key}") for key, data in raw.items()}
+    return _copy_store(_Snapshot.of(source_url), destination_url, workers=workers, progress=progress,
+                       allow_incomplete=allow_incomplete, compress=compress, description=description)
+
+
+def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, progress: bool, allow_incomplete: bool,
+                compress: str | None, description: str) -> TransferReport:
+    """:func:`transfer` of what ``snapshot`` saw: the files listed then, with the metadata read then."""
+    source, files, raw = snapshot.side, snapshot.files, dict(snapshot.raw)
+    source_url, destination = source.url, _Side(destination_url)
+    documents = {key: parse_json(data, f"{source_url}/{key}") for key, data in raw.items()}
     attributes = documents["zarr.json"].get("attributes", {}).get(fmt.ATTRIBUTE_KEY)
     if not isinstance(attributes, dict):
         raise FormatError(f"{source_url} is a Zarr group but not a latent store")
@@ -269,12 +303,6 @@ def _chunk_nbytes(document: dict) -> int:
     return int(np.prod(shape)) * np.dtype(document["data_type"]).itemsize
 
 
-def _parse(data: bytes, where: str) -> dict:
-    from latentstore.store.files import parse_json
-
-    return parse_json(data, where)
-
-
 def check_hub_limits(local_dir: str) -> list[str]:
     """Why the store at ``local_dir`` would break the Hugging Face Hub's limits, as advice (empty: fine)."""
     problems = []
@@ -300,26 +328,8 @@ def cache_root(cache_dir=None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentstore"
 
 
-def cache_key(url: str) -> str:
-    """What identifies a remote store's content: its URL, every metadata document, and every file's
-    size and ETag (or mtime, where the filesystem has no ETag). A rewritten chunk or a new revision
-    changes the key, so a changed store is never served stale from the cache."""
-    side = _Side(url)
-    files = side.listing()
-    if "zarr.json" not in files:
-        raise StoreNotFoundError(f"no latent store at {url} (no zarr.json); check the URL")
-    digest = hashlib.sha256(url.encode())
-    for key in sorted(files):
-        info = files[key]
-        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
-        digest.update(f"{key}\0{info.get('size')}\0{tag}\n".encode())
-        if key.endswith("zarr.json"):
-            digest.update(side.read(key))
-    return digest.hexdigest()[:24]
-
-
 def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, progress: bool = False) -> Path:
-    """A verified local copy of the remote store at ``url``, fetched once per content (see :func:`cache_key`).
+    """A verified local copy of the remote store at ``url``, fetched once per content (``_Snapshot.key``).
 
     Processes that open the same store at once (DataLoader workers, ranks on
     one node) take a file lock: one fetches, the others wait and then find
@@ -328,7 +338,8 @@ def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, pro
     """
     import fcntl
 
-    key = cache_key(url)
+    snapshot = _Snapshot.of(url)
+    key = snapshot.key()
     root = cache_root(cache_dir)
     target = root / key
     done = target / ".complete"
@@ -339,8 +350,8 @@ def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, pro
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not done.exists():
-                transfer(url, str(target), workers=workers, progress=progress, allow_incomplete=True,
-                         description="fetching")
+                _copy_store(snapshot, str(target), workers=workers, progress=progress, allow_incomplete=True,
+                            compress=None, description="fetching")
                 (target / ".source").write_text(url + "\n")
                 done.write_text(key + "\n")
         finally:
