@@ -41,6 +41,11 @@ def warm_page_cache(*paths) -> None:
                     pass
 
 
+def verdict(ok: bool) -> str:
+    """A target's verdict, as every benchmark table prints it."""
+    return "met" if ok else "NOT met"
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

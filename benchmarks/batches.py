@@ -17,24 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 if __name__ == "__main__" and not __package__:  # python benchmarks/NAME.py: make the package importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 import latentstore  # noqa: E402
 from benchmarks import _report, synthetic  # noqa: E402
 
 LATENT_SHAPE = (32, 8, 8)
-POOL = 16384
-
-
-def build(path: Path, samples: int) -> None:
-    pool = synthetic.synthetic_latents(min(POOL, samples), shape=LATENT_SHAPE)
-    chunk = latentstore.format.default_chunk_samples(LATENT_SHAPE, samples)
-    with latentstore.create(path, samples, LATENT_SHAPE, chunk_samples=chunk) as writer:
-        for start in range(0, samples, chunk):
-            n = min(chunk, samples - start)
-            writer.write(start, pool[np.arange(start, start + n) % len(pool)], labels=np.zeros(n, int))
 
 
 def loaders(store, batch_size: int) -> dict:
@@ -79,7 +67,7 @@ def report(samples: int, batch_size: int, names: dict, rates: dict, seconds: flo
         "## Targets",
         "",
         _report.markdown_table(["target", "value", "verdict"],
-                               [["(pooled) / (new) >= 0.95", f"{ratio:.2f}", "met" if ratio >= 0.95 else "NOT met"]]),
+                               [["(pooled) / (new) >= 0.95", f"{ratio:.2f}", _report.verdict(ratio >= 0.95)]]),
         "",
     ])
 
@@ -96,7 +84,7 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         path = Path(scratch) / "store.zarr"
-        build(path, args.samples)
+        synthetic.write_store(path, args.samples, LATENT_SHAPE)
         _report.warm_page_cache(path)
         store = latentstore.open(path)
         methods = loaders(store, args.batch_size)

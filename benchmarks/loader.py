@@ -304,7 +304,7 @@ def report(samples: int, pickle_samples: int, store_bytes: int, single: dict, ps
         pss_rows.append([f"({key}) {METHODS[key]}", cell, f"{pss[key] / store_bytes:.2f}"])
 
     def verdict(values, goal):
-        return "met" if all(v >= goal for v in values) else "NOT met"
+        return _report.verdict(all(v >= goal for v in values))
 
     speed = [ours["rates"][str(t)] / ref["rates"][str(t)] for t in threads]
     speed_per_record = [ours["rates"][str(t)] / single["g"]["rates"][str(t)] for t in threads]

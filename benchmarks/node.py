@@ -203,12 +203,12 @@ def run(samples: int, seconds: float, directory: Path, chunk_samples: int | None
     crossover = thread_crossover(store_path, calls)
 
     targets = [[f"(b) {k} processes: total / (a) >= 0.9", f"{totals['(b)', k] / a['rate']:.2f}",
-                _verdict(totals["(b)", k] / a["rate"] >= 0.9)] for k in (2, 4)]
+                _report.verdict(totals["(b)", k] / a["rate"] >= 0.9)] for k in (2, 4)]
     d2 = dataloader["dataloader:2"] / a["rate"]
-    targets.append(["(d) 2 workers / (a) >= 0.5", f"{d2:.2f}", _verdict(d2 >= 0.5)])
+    targets.append(["(d) 2 workers / (a) >= 0.5", f"{d2:.2f}", _report.verdict(d2 >= 0.5)])
     for threads, ours, theirs in codes_rows:
         targets.append([f"(e) store.codes / torch index_select at {threads} thread{'s' if threads > 1 else ''} >= 1.0",
-                        f"{ours / theirs:.2f}", _verdict(ours >= theirs)])
+                        f"{ours / theirs:.2f}", _report.verdict(ours >= theirs)])
     return "\n".join([
         f"# One node, many processes: {samples:,} samples of {read_bench.LATENT_SHAPE} int8, batches of {BATCH}",
         "",
@@ -241,8 +241,6 @@ def _budget(result: dict) -> str:
     return f"{threads} ({reason})"
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
 
 
 def main(argv=None) -> str:

@@ -142,7 +142,7 @@ def report(nbytes: int, samples: int, rows) -> str:
         [
             r[0],
             f"{r[1] / numpy_row[1]:.1f}",
-            "met" if r[1] >= 4 * numpy_row[1] else "NOT met",
+            _report.verdict(r[1] >= 4 * numpy_row[1]),
             f"{r[1] / blocked_row[1]:.1f}",
         ]
         for r in kernel_rows

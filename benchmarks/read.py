@@ -177,7 +177,7 @@ def report(samples: int, batch_size: int, store, rows) -> str:
         if num not in rows[0][1] or den not in rows[0][1]:
             continue
         values = [rate[num] / rate[den] for _, rate in rows]
-        verdict = "met" if all(v >= goal for v in values) else "NOT met"
+        verdict = _report.verdict(all(v >= goal for v in values))
         target_rows.append([label, *(f"{v:,.2f}" for v in values), verdict])
     return "\n".join(
         [

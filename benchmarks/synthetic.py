@@ -83,3 +83,16 @@ def synthetic_latents(n: int, shape=(32, 8, 8), seed: int = 0) -> np.ndarray:
     z *= (k * scales).reshape(broadcast)
     z += (k * offsets).reshape(broadcast)
     return z.astype(np.float32)
+
+
+def write_store(path, samples: int, shape=(32, 8, 8), pool: int = 16384, seed: int = 0) -> None:
+    """A finished store of ``samples`` SYNTHETIC latents: a pool of :func:`synthetic_latents`,
+    quantized once and repeated (read and transfer speeds do not depend on the values)."""
+    import latentstore
+
+    q, s = latentstore.quantize(synthetic_latents(min(pool, samples), shape, seed=seed))
+    with latentstore.create(path, samples, shape) as writer:
+        step = writer.metadata.chunk_samples
+        for start in range(0, samples, step):
+            rows = np.arange(start, min(start + step, samples)) % len(q)
+            writer.write(start, codes=(q[rows], s[rows]), labels=np.zeros(len(rows), int))
