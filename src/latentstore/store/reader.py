@@ -350,19 +350,19 @@ class LatentStore:
         return rows, scalar
 
     def _flip_rows(self, rows: np.ndarray, flip) -> np.ndarray:
-        if flip is not None and not isinstance(flip, (bool, np.bool_)):
-            mask = np.asarray(flip)
-            if mask.dtype != bool:
-                raise TypeError(f"flip must be None, a bool or an array of bools (one per sample), got {flip!r:.60}")
-        if flip is None or (isinstance(flip, (bool, np.bool_)) and not flip):
+        if flip is None:
+            return rows
+        mask = np.asarray(flip)
+        if mask.dtype != bool:
+            raise TypeError(f"flip must be None, a bool or an array of bools (one per sample), got {flip!r:.60}")
+        if mask.ndim == 0 and not mask:
             return rows
         if not self.metadata.flip:
             raise ValueError(
                 "this store has no flip/ latents; encode with --flip to get them "
                 "(flipping a latent is not the latent of the flipped image)"
             )
-        mask = np.broadcast_to(np.asarray(flip, dtype=bool), rows.shape)
-        return rows + mask * self._padded_rows
+        return rows + np.broadcast_to(mask, rows.shape) * self._padded_rows
 
     def normalization(self, normalize) -> Normalization | None:
         """The :class:`Normalization` a ``normalize=`` argument of :meth:`read` stands for.
