@@ -16,6 +16,8 @@ vectorised loops are wider.
 
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uintptr_t
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy, memset
 
 from _half cimport float_to_half, half_to_float
@@ -293,3 +295,62 @@ def resolve_rows(const int64_t[::1] indices, int64_t num_rows, const uint8_t[::1
                 break
             rows[i] = row
     return problem
+
+
+# -- variable-length items (text and bytes columns) ------------------------------
+
+cdef int64_t _vlen_spans(
+    const uint8_t* chunk, Py_ssize_t size, int64_t count, int64_t* starts, int64_t* lengths
+) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int64_t position = 4
+    cdef uint32_t word  # the layout is little-endian, as is every host the wheels are built for
+    if size < 4:
+        return count
+    memcpy(&word, chunk, 4)
+    if word != count:
+        return count
+    for i in range(count):
+        if position + 4 > size:
+            return i
+        memcpy(&word, chunk + position, 4)
+        position += 4
+        if position + word > size:
+            return i
+        starts[i] = position
+        lengths[i] = word
+        position += word
+    return -1 if position == size else count
+
+
+def vlen_spans(const uint8_t[::1] chunk, int64_t count, int64_t[::1] starts, int64_t[::1] lengths):
+    """Where each item of one vlen-utf8 / vlen-bytes chunk lies.
+
+    The layout is numcodecs' (and Zarr v3's ``vlen-utf8``/``vlen-bytes``): a
+    little-endian uint32 item count, then per item a uint32 length and that
+    many bytes. Fills ``starts[i]`` (offset of item i's bytes in ``chunk``) and
+    ``lengths[i]`` (both hold ``count`` entries). Returns -1 when the chunk
+    holds exactly ``count`` items and nothing after them; else the first item
+    that runs past the end, or ``count`` when the header disagrees or bytes
+    trail the last item.
+    """
+    cdef int64_t problem
+    with nogil:
+        problem = _vlen_spans(&chunk[0], chunk.shape[0], count, &starts[0], &lengths[0])
+    return problem
+
+
+def gather_vlen(const uintptr_t[::1] addresses, const int64_t[::1] lengths, bint text):
+    """[item at addresses[i] of lengths[i] bytes], as str (strict UTF-8) or bytes.
+
+    A text item that is not valid UTF-8 raises UnicodeDecodeError; the caller
+    names the chunk.
+    """
+    cdef Py_ssize_t i, n = addresses.shape[0]
+    cdef list items = [None] * n
+    for i in range(n):
+        if text:
+            items[i] = PyUnicode_DecodeUTF8(<const char*>addresses[i], lengths[i], "strict")
+        else:
+            items[i] = PyBytes_FromStringAndSize(<const char*>addresses[i], lengths[i])
+    return items

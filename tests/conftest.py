@@ -52,11 +52,13 @@ KERNEL_VARIANTS = _kernel_variants()
 def each_kernel_variant(request, monkeypatch):
     """Run a test once per compiled kernel build this CPU can execute."""
     import latentstore.quantization.kernels
+    import latentstore.store.columns
     import latentstore.store.reader
 
     kernels = KERNEL_VARIANTS[request.param]
     monkeypatch.setattr(latentstore.quantization.kernels, "_kernels", kernels)
     monkeypatch.setattr(latentstore.store.reader, "_kernels", kernels)
+    monkeypatch.setattr(latentstore.store.columns, "_kernels", kernels)
     return kernels
 
 

@@ -1,4 +1,4 @@
-"""Format version 1 of a latent store: names, metadata schema, parsing, validation.
+"""The format of a latent store (versions 1 and 2): names, metadata schema, parsing, validation.
 
 A store is a Zarr v3 group whose attribute ``latentstore`` holds
 :class:`StoreMetadata`; its arrays are described in ``docs/format.md``. This
@@ -11,6 +11,7 @@ reads metadata through :meth:`StoreMetadata.from_dict` /
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ import numpy as np
 from latentstore._version import __version__
 from latentstore.errors import FormatError, FormatVersionError
 
-FORMAT_VERSION = 1
+#: The newest version this library reads and writes. Version 2 adds per-sample
+#: columns; a store is written with the lowest version that describes it, so a
+#: store without columns is still version 1 and opens with older readers.
+FORMAT_VERSION = 2
 ATTRIBUTE_KEY = "latentstore"
 
 LATENTS = "latents"
@@ -31,6 +35,15 @@ FLIP_LATENTS = "flip/latents"
 FLIP_SCALES = "flip/scales"
 IDS = "ids"
 FAILURES = "failures"
+COLUMNS = "columns"
+
+#: Column kinds: variable-length text (UTF-8) and bytes, or a numeric dtype.
+TEXT, BYTES = "text", "bytes"
+NUMERIC_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
+COLUMN_KINDS = (TEXT, BYTES, *NUMERIC_KINDS)
+#: Zarr v3 data type and array-to-bytes codec of the variable-length kinds.
+VLEN_TYPES = {TEXT: ("string", "vlen-utf8"), BYTES: ("variable_length_bytes", "vlen-bytes")}
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 #: Target size of one chunk of latents; a writer owns whole chunks.
 CHUNK_TARGET_BYTES = 32 << 20
@@ -170,8 +183,77 @@ class QuantSpec:
 
 
 @dataclass(frozen=True)
+class ColumnSpec:
+    """One per-sample column: the array ``columns/<name>``, of ``kind`` (see COLUMN_KINDS).
+
+    ``media_type`` says what a bytes column holds (``"image/jpeg"`` for the
+    stored crops of ``encode --store-images``); ``attributes`` anything else
+    a writer wants to record (where the values came from).
+    """
+
+    name: str
+    kind: str
+    media_type: str | None = None
+    attributes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _expect(isinstance(self.name, str) and _COLUMN_NAME.fullmatch(self.name) is not None, "column name",
+                "letters, digits, '_', '.' or '-' (up to 128, not starting with a digit, '.' or '-')", self.name)
+        _expect(self.kind in COLUMN_KINDS, f"column {self.name!r} kind", f"one of {', '.join(COLUMN_KINDS)}", self.kind)
+        _expect(self.media_type is None or (self.kind == BYTES and isinstance(self.media_type, str)),
+                f"column {self.name!r} media_type", "a string, on bytes columns only", self.media_type)
+        _expect(isinstance(self.attributes, dict), f"column {self.name!r} attributes", "an object", self.attributes)
+
+    @property
+    def array_name(self) -> str:
+        return f"{COLUMNS}/{self.name}"
+
+    @property
+    def variable_length(self) -> bool:
+        return self.kind in VLEN_TYPES
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of the values (object for text and bytes)."""
+        return np.dtype(object) if self.variable_length else np.dtype(self.kind)
+
+    def to_dict(self) -> dict:
+        data: dict = {"name": self.name, "kind": self.kind}
+        if self.media_type is not None:
+            data["media_type"] = self.media_type
+        if self.attributes:
+            data["attributes"] = self.attributes
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ColumnSpec":
+        _expect(isinstance(data, dict), "columns entry", "an object", data)
+        unknown = set(data) - {"name", "kind", "media_type", "attributes"}
+        _expect(not unknown, "columns entry", "only name, kind, media_type and attributes", sorted(unknown))
+        _expect("name" in data and "kind" in data, "columns entry", "a name and a kind", sorted(data))
+        return cls(**data)
+
+
+def column_specs(columns) -> tuple[ColumnSpec, ...]:
+    """``columns`` (None, {name: kind}, or ColumnSpecs / their dicts) as a tuple of ColumnSpec."""
+    if columns is None:
+        return ()
+    if isinstance(columns, dict):
+        columns = [ColumnSpec(name, kind) for name, kind in columns.items()]
+    specs = tuple(c if isinstance(c, ColumnSpec) else ColumnSpec.from_dict(c) for c in columns)
+    names = [c.name for c in specs]
+    _expect(len(set(names)) == len(names), "columns", "distinct names", names)
+    return specs
+
+
+def version_for(columns) -> int:
+    """The lowest format version that describes a store with these columns."""
+    return 2 if columns else 1
+
+
+@dataclass(frozen=True)
 class StoreMetadata:
-    """The group attribute ``latentstore`` of a store (format version 1)."""
+    """The group attribute ``latentstore`` of a store."""
 
     num_samples: int
     latent_shape: tuple[int, ...]
@@ -184,8 +266,9 @@ class StoreMetadata:
     source: dict | None = None
     flip: bool = False
     ids: bool = False
+    columns: tuple[ColumnSpec, ...] = ()
     library_version: str = __version__
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -229,6 +312,9 @@ class StoreMetadata:
                     f"a list of {channels} numbers",
                     values,
                 )
+        object.__setattr__(self, "columns", column_specs(self.columns))
+        if self.columns:
+            _expect(self.format_version >= 2, "format_version", "2 or more for a store with columns", self.format_version)
 
     # -- derived ---------------------------------------------------------
     @property
@@ -272,6 +358,14 @@ class StoreMetadata:
                 result[FLIP_SCALES] = scales
         return result
 
+    def column(self, name: str) -> ColumnSpec:
+        """The column called ``name``; KeyError naming the columns there are."""
+        for spec in self.columns:
+            if spec.name == name:
+                return spec
+        there = ", ".join(c.name for c in self.columns) or "none"
+        raise KeyError(f"this store has no column {name!r} (columns: {there})")
+
     def replace(self, **changes) -> "StoreMetadata":
         return dataclasses.replace(self, **changes)
 
@@ -292,6 +386,8 @@ class StoreMetadata:
             "ids": self.ids,
             "library_version": self.library_version,
         }
+        if self.columns:
+            data["columns"] = [c.to_dict() for c in self.columns]
         data.update(self.extra)
         # Round-trip through JSON now so that a non-serialisable value fails
         # where it was put in, not when the attributes are written.
@@ -307,13 +403,16 @@ class StoreMetadata:
                 f"this store has format version {version}, but latentstore {__version__} reads "
                 f"versions up to {FORMAT_VERSION}; upgrade latentstore (pip install -U latentstore)"
             )
-        _expect(version >= 1, "format_version", "1", version)
+        _expect(version >= 1, "format_version", f"1 to {FORMAT_VERSION}", version)
         for key in ("num_samples", "latent_shape", "chunk_samples", "quant"):
             _expect(key in data, "metadata", f"a {key!r} entry", sorted(data))
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         known["quant"] = QuantSpec.from_dict(known["quant"])
+        if "columns" in known:
+            _expect(isinstance(known["columns"], list), "columns", "a list", type(known["columns"]).__name__)
+            known["columns"] = column_specs(known["columns"])
         return cls(**known, extra=extra)
 
 
@@ -327,6 +426,8 @@ class ArrayLayout:
     codecs: tuple[str, ...]
     separator: str
     big_endian: bool
+    #: "text" or "bytes" for the variable-length data types, else None.
+    variable_length: str | None = None
 
     @classmethod
     def from_zarr_json(cls, data: dict, name: str) -> "ArrayLayout":
@@ -349,15 +450,18 @@ class ArrayLayout:
             for what, dims in (("shape", shape), ("chunk_shape", chunk_shape)):
                 _expect(isinstance(dims, list) and all(_is_int(d) and d >= 0 for d in dims),
                         f"{name}/zarr.json {what}", "a list of non-negative integers", dims)
-            _expect(isinstance(data["data_type"], str), f"{name}/zarr.json data_type", "a type name", data["data_type"])
+            data_type = data["data_type"]
+            _expect(isinstance(data_type, str), f"{name}/zarr.json data_type", "a type name", data_type)
             _expect(bool(codecs), f"{name}/zarr.json codecs", "at least one codec", [])
+            variable_length = next((kind for kind, (type_name, _) in VLEN_TYPES.items() if type_name == data_type), None)
             return cls(
                 shape=tuple(shape),
-                dtype=np.dtype(data["data_type"]),
+                dtype=np.dtype(object) if variable_length else np.dtype(data_type),
                 chunk_shape=tuple(chunk_shape),
                 codecs=codecs,
                 separator=separator,
                 big_endian=big_endian,
+                variable_length=variable_length,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, FormatError):
@@ -367,6 +471,9 @@ class ArrayLayout:
     @property
     def mappable(self) -> bool:
         """Whether chunk files hold the plain C-order bytes (optionally + crc32c)."""
+        if self.variable_length:
+            serializer = VLEN_TYPES[self.variable_length][1]
+            return self.separator == "/" and self.codecs in ((serializer,), (serializer, "crc32c"))
         little = not self.big_endian or self.dtype.itemsize == 1
         return self.separator == "/" and little and self.codecs in (("bytes",), ("bytes", "crc32c"))
 
@@ -391,9 +498,12 @@ class ArrayLayout:
         """Key of chunk ``chunk`` along axis 0, relative to the array."""
         return "c/" + "/".join([str(chunk)] + ["0"] * (len(self.shape) - 1))
 
-    def check(self, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_samples: int) -> None:
+    def check(self, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_samples: int,
+              variable_length: str | None = None) -> None:
         """Raise FormatError unless this array matches what the metadata implies."""
         _expect(self.shape == tuple(shape), f"array {name!r} shape", str(tuple(shape)), self.shape)
         _expect(self.dtype == dtype, f"array {name!r} dtype", str(dtype), str(self.dtype))
+        _expect(self.variable_length == variable_length, f"array {name!r} data type",
+                VLEN_TYPES[variable_length][0] if variable_length else str(dtype), self.variable_length)
         expected_chunks = (chunk_samples, *shape[1:])
         _expect(self.chunk_shape == expected_chunks, f"array {name!r} chunk shape", str(expected_chunks), self.chunk_shape)

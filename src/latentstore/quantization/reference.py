@@ -111,3 +111,28 @@ def resolve_rows(indices, num_rows, valid, rows):
         return 2 * i + int(not bad[i])
     rows[:] = resolved
     return -1
+
+
+def vlen_spans(chunk, count, starts, lengths):
+    """Item offsets of a vlen chunk (uint32 count, then uint32 length + bytes per item);
+    -1, or the first item past the end, or ``count`` for a bad header or trailing bytes."""
+    data = bytes(chunk)
+    if len(data) < 4 or int.from_bytes(data[:4], "little") != count:
+        return count
+    position = 4
+    for i in range(count):
+        if position + 4 > len(data):
+            return i
+        length = int.from_bytes(data[position : position + 4], "little")
+        position += 4
+        if position + length > len(data):
+            return i
+        starts[i], lengths[i] = position, length
+        position += length
+    return -1 if position == len(data) else count
+
+
+def gather_vlen(chunks, spans, text):
+    """[item bytes as str or bytes] for (chunk, start, length) in ``spans``; chunks are bytes objects."""
+    items = [bytes(chunks[c][start : start + length]) for c, start, length in spans]
+    return [item.decode("utf-8") for item in items] if text else items

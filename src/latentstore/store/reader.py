@@ -12,6 +12,7 @@ memory when the store is opened.
 import numbers
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from latentstore.quantization.kernels import (
     output_buffer,
 )
 from latentstore.quantization.threads import threads_for
+from latentstore.store.columns import MappedTextColumn, ZarrColumn
 from latentstore.store.files import LocalFiles
 from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array, read_rows
 from latentstore.store.sampling import batch_slices, epoch_order
@@ -103,7 +105,9 @@ def _zarr_array(group, name: str, path: str):
     import zarr
 
     try:
-        array = group[name]
+        with warnings.catch_warnings():  # see writer._create_column
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+            array = group[name]
     except KeyError:
         raise FormatError(f"array {name!r} is missing from {path}; the store is damaged") from None
     except Exception as exc:  # zarr and its codecs raise many kinds for damaged array metadata
@@ -156,12 +160,16 @@ class LatentStore:
             raise FormatError(_array_not_store_message(root))
         self.metadata = self._metadata_from(group.get("attributes", {}))
         layouts = {}
-        for name, (shape, dtype) in self.metadata.arrays().items():
+        expected = {name: (shape, dtype, None) for name, (shape, dtype) in self.metadata.arrays().items()}
+        for spec in self.metadata.columns:
+            kind = spec.kind if spec.variable_length else None
+            expected[spec.array_name] = ((self.metadata.num_samples,), spec.dtype, kind)
+        for name, (shape, dtype, kind) in expected.items():
             document = LocalFiles(root).read_json(f"{name}/zarr.json")
             if document is None:
                 raise FormatError(f"array {name!r} is missing from {root}; the store is damaged")
             layout = ArrayLayout.from_zarr_json(document, name)
-            layout.check(name, shape, dtype, self.metadata.chunk_samples)
+            layout.check(name, shape, dtype, self.metadata.chunk_samples, kind)
             layouts[name] = layout
         self._layouts = layouts
         m = self.metadata
@@ -183,9 +191,18 @@ class LatentStore:
         labels, present_by_array[fmt.LABELS] = load_local_array(root / fmt.LABELS, fmt.LABELS, layouts[fmt.LABELS])
         self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
         present_by_array.update(self._rows.present)
+        self._columns: dict = {}
+        for spec in m.columns:
+            name = spec.array_name
+            if spec.variable_length:
+                column = self._columns[spec.name] = MappedTextColumn(root / name, spec, layouts[name])
+                present_by_array[name] = column.present
+            else:
+                values, present_by_array[name] = load_local_array(root / name, name, layouts[name])
+                self._columns[spec.name] = values[: m.num_samples]
         present = np.logical_and.reduce(list(present_by_array.values()))
         if m.complete and not present.all():
-            name = next(name for name in m.arrays() if not present_by_array[name].all())
+            name = next(name for name, mask in present_by_array.items() if not mask.all())
             raise _missing_chunk(name, int(np.argmin(present_by_array[name])))
         n = m.num_samples
         self.labels = labels[:n]
@@ -239,6 +256,15 @@ class LatentStore:
         self.valid = read_rows(arrays[fmt.VALID], np.arange(m.num_samples)) != 0
         self._scale_bits = self._stack_scales(load, latent_names)
         self.labels = np.ascontiguousarray(read_rows(arrays[fmt.LABELS], np.arange(m.num_samples)))
+        self._columns = {}
+        for spec in m.columns:
+            array = _zarr_array(group, spec.array_name, self._path)
+            if spec.variable_length:
+                self._columns[spec.name] = ZarrColumn(array, spec)
+            else:
+                if array.dtype != spec.dtype:
+                    raise FormatError(f"array {spec.array_name!r}: expected {spec.dtype}, got {array.dtype}")
+                self._columns[spec.name] = np.ascontiguousarray(read_rows(array, np.arange(m.num_samples)))
         self.fast = False
 
     def _stack_scales(self, load, latent_names: list[str]) -> np.ndarray | None:
@@ -409,6 +435,7 @@ class LatentStore:
         allow_invalid: bool = False,
         flip=None,
         num_threads: int | None = None,
+        columns=None,
     ):
         """Dequantized latents and labels of the given samples, in the order asked.
 
@@ -420,9 +447,12 @@ class LatentStore:
         with the store's per-channel stats; ``"scaling_factor"`` for
         x̂ * scaling_factor; or a :class:`Normalization`. ``flip``: a bool or
         one bool per sample, reading the flipped image's latent where true.
-        ``out``: a preallocated C-contiguous array to fill.
+        ``out``: a preallocated C-contiguous array to fill. ``columns``: names
+        of per-sample columns to read too; then the result is ``(latents,
+        labels, {name: values})`` (see :meth:`column` for the values).
         """
         rows, scalar = self._rows_for(indices, allow_invalid)
+        wanted = self._wanted_columns(columns)
         if scalar and out is not None:
             raise ValueError("out= needs an array of indices (a scalar index returns one sample); pass [i] instead")
         normalization = self.normalization(normalize)
@@ -445,7 +475,10 @@ class LatentStore:
         )
         del keepalive
         labels = self.labels[rows]
-        return (out[0], int(labels[0])) if scalar else (out, labels)
+        result = (out[0], int(labels[0])) if scalar else (out, labels)
+        if wanted is None:
+            return result
+        return (*result, {name: self._column_values(name, rows, scalar) for name in wanted})
 
     def __getitem__(self, indices):
         return self.read(indices)[0]
@@ -476,6 +509,43 @@ class LatentStore:
         if scalar:
             return q[0], None if scales is None else scales[0]
         return q, scales
+
+    # -- columns -----------------------------------------------------------
+    @property
+    def columns(self) -> dict[str, str]:
+        """The store's per-sample columns: name -> kind ("text", "bytes", or a numeric dtype)."""
+        return {spec.name: spec.kind for spec in self.metadata.columns}
+
+    def _wanted_columns(self, columns) -> list[str] | None:
+        if columns is None:
+            return None
+        names = [columns] if isinstance(columns, str) else list(columns)
+        for name in names:
+            if not isinstance(name, str) or name not in self._columns:
+                there = ", ".join(self._columns) or "none"
+                raise KeyError(f"{self._path} has no column {name!r} (columns: {there})")
+        return names
+
+    def _column_values(self, name: str, rows: np.ndarray, scalar: bool):
+        source = self._columns[name]
+        if isinstance(source, np.ndarray):
+            values = source[rows]
+        else:
+            if self._rows is None:
+                raise ValueError("this store is closed")
+            values = source.values(rows)
+        return values[0] if scalar else values
+
+    def column(self, name: str, indices, *, allow_invalid: bool = False):
+        """The values of column ``name`` for the given samples, in the order asked.
+
+        Text columns give a list of str, bytes columns a list of bytes,
+        numeric ones an array of the column's dtype; a single index gives one
+        value. ``indices`` and ``allow_invalid`` as for :meth:`read`.
+        """
+        (name,) = self._wanted_columns([name]) or [name]
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        return self._column_values(name, rows, scalar)
 
     def ids(self, indices) -> list[str] | str:
         """The source path or id of each given sample (stores written with ids, e.g. by encode).

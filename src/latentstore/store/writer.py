@@ -10,6 +10,7 @@ local store also writes each file atomically).
 
 import errno
 import shutil
+import warnings
 
 import numpy as np
 
@@ -22,7 +23,9 @@ from latentstore.store.files import store_files
 from latentstore.store.stats import ChannelMoments
 
 #: Metadata fields that must agree when an existing incomplete store is resumed.
-RESUME_FIELDS = ("num_samples", "latent_shape", "chunk_samples", "quant", "encoder", "source", "flip", "ids", "classes")
+RESUME_FIELDS = (
+    "num_samples", "latent_shape", "chunk_samples", "quant", "encoder", "source", "flip", "ids", "classes", "columns",
+)
 
 COMPRESSORS = (None, "zstd", "blosc")
 
@@ -40,6 +43,53 @@ def _codecs(checksum: bool, compressor: str | None):
     if checksum:
         chain.append(Crc32cCodec())
     return chain
+
+
+def _create_column(group, spec: fmt.ColumnSpec, metadata: StoreMetadata, compressors: list, overwrite: bool):
+    """The array of one column: text and bytes with Zarr's variable-length codecs, numbers like labels."""
+    from zarr.codecs import VLenBytesCodec, VLenUTF8Codec
+    from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
+
+    options: dict = {"dtype": spec.kind, "fill_value": 0}
+    if spec.kind == fmt.TEXT:
+        options = {"dtype": VariableLengthUTF8(), "serializer": VLenUTF8Codec(), "fill_value": ""}
+    elif spec.kind == fmt.BYTES:
+        options = {"dtype": VariableLengthBytes(), "serializer": VLenBytesCodec(), "fill_value": b""}
+    with warnings.catch_warnings():
+        # zarr-python flags variable_length_bytes as lacking a Zarr v3 spec (zarr-extensions); its
+        # layout is numcodecs' VLenBytes, which docs/format.md describes and the reader parses.
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        group.create_array(
+            spec.array_name,
+            shape=(metadata.num_samples,),
+            chunks=(metadata.chunk_samples,),
+            compressors=compressors,
+            config={"write_empty_chunks": True},
+            overwrite=overwrite,
+            **options,
+        )
+
+
+def _checked_column(spec: fmt.ColumnSpec, values, n: int):
+    """One block of a column's values, checked: n str, n bytes, or n numbers that fit the dtype exactly."""
+    where = f"column {spec.name!r}"
+    if spec.variable_length:
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != n:
+            raise ValueError(f"{where} needs {n} values (a list), got {type(values).__name__}")
+        wanted = str if spec.kind == fmt.TEXT else (bytes, bytearray, memoryview)
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, wanted)), None)
+        if bad is not None:
+            hint = "'' for a sample without text" if spec.kind == fmt.TEXT else "b'' for a sample without bytes"
+            raise TypeError(f"{where} holds {spec.kind}: value {bad} is {type(values[bad]).__name__} (use {hint})")
+        return np.asarray([bytes(v) for v in values] if spec.kind == fmt.BYTES else list(values), dtype=object)
+    array = np.asarray(values)
+    if array.shape != (n,) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(f"{where} needs {n} numbers, got {array.dtype} {array.shape}")
+    converted = array.astype(spec.kind)
+    if not np.array_equal(converted.astype(array.dtype), array, equal_nan=array.dtype.kind == "f"):
+        bad = int(np.flatnonzero(converted.astype(array.dtype) != array)[0])
+        raise ValueError(f"{where} is {spec.kind}: value {bad} ({array[bad]!r}) does not fit it exactly")
+    return converted
 
 
 def _read_metadata(group) -> StoreMetadata | None:
@@ -65,6 +115,7 @@ def create(
     failures: bool = False,
     checksum: bool = True,
     compressor: str | None = None,
+    columns=None,
     overwrite: bool = False,
 ) -> "StoreWriter":
     """Create a store at ``path`` (a directory or fsspec URL) and return its writer.
@@ -80,7 +131,10 @@ def create(
     data). ``ids`` adds a string array naming each sample's source,
     ``failures`` one holding why a sample is invalid ("" when it is fine). ``checksum`` appends crc32c to every chunk; ``compressor``
     (``"zstd"`` or ``"blosc"``) saves little on int8 codes and takes the
-    store off the memory-mapped fast path.
+    store off the memory-mapped fast path. ``columns`` adds per-sample columns:
+    ``{"caption": "text", "width": "int32", "jpeg": "bytes"}`` or
+    :class:`~latentstore.format.ColumnSpec` objects (kinds: ``format.COLUMN_KINDS``);
+    each is the array ``columns/<name>`` and every write gives its values.
     """
     import zarr
 
@@ -109,6 +163,8 @@ def create(
         source=source,
         flip=flip,
         ids=ids,
+        columns=fmt.column_specs(columns),
+        format_version=fmt.version_for(columns),
     )
     metadata = StoreMetadata.from_dict(metadata.to_dict())  # normalise through JSON
     codecs = _codecs(checksum, compressor)
@@ -151,6 +207,8 @@ def create(
             config={"write_empty_chunks": True},
             overwrite=overwrite,
         )
+    for spec in metadata.columns:
+        _create_column(group, spec, metadata, codecs, overwrite)
     group.attrs[fmt.ATTRIBUTE_KEY] = metadata.to_dict()
     return StoreWriter(group, metadata, store_path)
 
@@ -200,23 +258,29 @@ class _ChunkAssembler:
         self.held_rows = 0
         self.finished: set[int] | None = None
 
-    @staticmethod
-    def _rows(value) -> int:
+    @classmethod
+    def _rows(cls, value) -> int:
+        if isinstance(value, dict):  # the per-sample columns
+            return cls._rows(next(iter(value.values())))
         return len(value[0]) if isinstance(value, tuple) else len(value)
 
     def block_rows(self, block: dict) -> int:
         return self._rows(next(iter(block.values())))
 
-    @staticmethod
-    def _join(values: list):
+    @classmethod
+    def _join(cls, values: list):
+        if isinstance(values[0], dict):
+            return {name: cls._join([value[name] for value in values]) for name in values[0]}
         if isinstance(values[0], tuple):
             return tuple(np.concatenate([np.asarray(v[i]) for v in values]) for i in range(len(values[0])))
         if isinstance(values[0], list):
             return [item for value in values for item in value]
         return np.concatenate([np.asarray(v) for v in values])
 
-    @staticmethod
-    def _cut(value, start: int, stop: int | None):
+    @classmethod
+    def _cut(cls, value, start: int, stop: int | None):
+        if isinstance(value, dict):
+            return {name: cls._cut(part, start, stop) for name, part in value.items()}
         if isinstance(value, tuple):
             return tuple(part[start:stop] for part in value)
         return value[start:stop]
@@ -228,6 +292,9 @@ class _ChunkAssembler:
         """Take a block; return the whole chunks it completes as (start, columns)."""
         block = {name: (list(value) if name in (fmt.IDS, fmt.FAILURES) else value)
                  for name, value in columns.items() if value is not None}
+        if "columns" in block:
+            block["columns"] = {name: list(v) if isinstance(v, (list, tuple)) else np.asarray(v)
+                                for name, v in block["columns"].items()}
         if not block:
             raise ValueError("pass latents or codes to append")
         sizes = {name: self._rows(value) for name, value in block.items()}
@@ -267,6 +334,7 @@ class StoreWriter:
         self._path = str(path)
         self._metadata = metadata
         names = list(metadata.arrays()) + [fmt.IDS] * metadata.ids + [fmt.FAILURES] * (fmt.FAILURES in group)
+        names += [spec.array_name for spec in metadata.columns]
         # zarr keeps write_empty_chunks out of the array metadata, so every
         # handle must ask for it: a chunk file is the "chunk written" marker,
         # all-zero chunks (a chunk of failures: valid all 0) included.
@@ -388,6 +456,7 @@ class StoreWriter:
         flip_codes=None,
         ids=None,
         failures=None,
+        columns=None,
     ) -> None:
         """Write samples [start, start + n) — whole chunks.
 
@@ -398,7 +467,9 @@ class StoreWriter:
         made with ``flip=True`` need ``flip_latents`` or ``flip_codes``; with
         ``ids=True``, ``ids`` (one string per sample). With ``failures=True``,
         ``failures`` gives the reason of each invalid sample ("" for valid ones;
-        all "" when omitted).
+        all "" when omitted). A store with columns needs ``columns``: every
+        column's n values by name (str for text, bytes, numbers that fit the
+        column's dtype exactly); give invalid samples "" / b"" / 0.
         """
         m = self._metadata
         first = latents if latents is not None else (codes[0] if isinstance(codes, tuple) else codes)
@@ -418,16 +489,25 @@ class StoreWriter:
             raise ValueError("pass ids exactly when the store was created with ids=True")
         if failures is not None and fmt.FAILURES not in self._arrays:
             raise ValueError("this store was created without failures=True; it has no failures array")
+        column_values = self._checked_columns(columns, n)
 
         region = slice(start, stop)
         try:
-            self._write_arrays(region, blocks, labels, valid, ids, failures, n)
+            self._write_arrays(region, blocks, labels, valid, ids, failures, column_values, n)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise StoreWriteError(self.path, start // m.chunk_samples, exc.strerror or str(exc)) from exc
             raise
 
-    def _write_arrays(self, region: slice, blocks: dict, labels, valid, ids, failures, n: int) -> None:
+    def _checked_columns(self, columns, n: int) -> dict:
+        specs = self._metadata.columns
+        given = {} if columns is None else dict(columns)
+        if set(given) != {spec.name for spec in specs}:
+            have = ", ".join(spec.name for spec in specs) or "none"
+            raise ValueError(f"pass columns= with exactly this store's columns ({have}), got {sorted(given) or 'none'}")
+        return {spec.array_name: _checked_column(spec, given[spec.name], n) for spec in specs}
+
+    def _write_arrays(self, region: slice, blocks: dict, labels, valid, ids, failures, column_values, n: int) -> None:
         """The chunk's files, its valid flags last: a chunk counts as done once they land."""
         for name, (q, scales) in blocks.items():
             self._arrays[name][region] = q
@@ -443,6 +523,8 @@ class StoreWriter:
                 if values.shape != (n,):
                     raise ValueError(f"{name} must hold {n} strings, got shape {values.shape}")
                 self._arrays[name][region] = values.astype(str)
+        for name, values in column_values.items():
+            self._arrays[name][region] = values
         self._arrays[fmt.VALID][region] = valid.astype(np.uint8)
 
     def append(self, latents=None, **columns) -> None:
