@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from PIL import ImageDraw
 
-from latentstore.inspection.grid import interleave, make_grid
+from latentstore.inspection import grid as grid_module
+from latentstore.inspection.grid import MAX_CAPTION_LINES, interleave, make_grid
 
 
 def tiles(n, size=32, seed=0):
@@ -40,6 +42,116 @@ def test_captions_add_at_most_two_lines_under_the_tiles():
     assert line > 12 and two.height - bare.height == 2 * line
     caption = np.asarray(two)[4 + 128 :, 4 : 4 + 128]
     assert (caption < 128).any()  # dark text drawn under the first tile
+
+
+TILE, PAD, LINE = 128, 4, 12 + 3  # tile size, default padding, line height at font_size=12
+
+
+def caption_band(grid, index, *, columns, lines=1, top=0):
+    """The caption band (and the padding below it) under tile ``index`` of 128-pixel tiles at font_size=12.
+
+    ``top``: the height of the column titles above the first row.
+    """
+    r, c = divmod(index, columns)
+    x, y = PAD + c * (TILE + PAD), top + PAD + r * (TILE + lines * LINE + PAD) + TILE
+    return np.asarray(grid)[y : y + lines * LINE + PAD, x : x + TILE]
+
+
+def grey(n):
+    return np.full((n, TILE, TILE, 3), 200, np.uint8)  # no pixel as dark as text
+
+
+def test_the_grid_grows_by_the_caption_band_and_tiles_stay_put():
+    images = tiles(4, size=TILE)
+    bare = make_grid(images, columns=2, font_size=12)
+    captioned = make_grid(images, ["cat", "coffee", "moon", "retina"], columns=2, font_size=12)
+    assert captioned.width == bare.width and captioned.height == bare.height + 2 * LINE  # one line under each of 2 rows
+    grid = np.asarray(captioned)
+    for i, image in enumerate(images):
+        r, c = divmod(i, 2)
+        y, x = PAD + r * (TILE + LINE + PAD), PAD + c * (TILE + PAD)
+        np.testing.assert_array_equal(grid[y : y + TILE, x : x + TILE], image)
+    # blank captions, or None in the list, make no band at all: the same grid as no captions
+    blank = make_grid(images, ["", None, " ", "\n"], columns=2, font_size=12)
+    np.testing.assert_array_equal(np.asarray(blank), np.asarray(bare))
+
+
+def test_text_is_drawn_under_captioned_tiles_only():
+    grid = make_grid(grey(3), ["a tabby cat", "", None], columns=3, font_size=12)
+    assert (caption_band(grid, 0, columns=3) < 128).any()
+    for empty in (1, 2):
+        assert (caption_band(grid, empty, columns=3) == 255).all()
+
+
+@pytest.mark.parametrize(
+    ("caption", "lines"),
+    [
+        ("a very long caption that cannot possibly fit under a tile of this width " * 4, MAX_CAPTION_LINES),
+        ("W" * 300, 1),  # one word wider than the tile: cut, not wrapped
+        ("line one\nline two\nline three\nline four", MAX_CAPTION_LINES),
+    ],
+    ids=["sentence", "one-word", "many-lines"],
+)
+def test_long_captions_are_cut_to_their_tile(caption, lines):
+    images = grey(4)
+    grid = make_grid(images, [caption, "", "", ""], columns=2, font_size=12)
+    assert grid.height == PAD + 2 * (TILE + lines * LINE + PAD)
+    ink_columns = np.flatnonzero((caption_band(grid, 0, columns=2, lines=lines) < 128).any(axis=(0, 2)))
+    assert ink_columns.size and ink_columns.max() < TILE
+    # the gap right of the first tile and the neighbour's band stay white; the next row is untouched
+    y = PAD + TILE
+    assert (np.asarray(grid)[y : y + lines * LINE + PAD, PAD + TILE :] == 255).all()
+    for below in (2, 3):
+        x = PAD + (below - 2) * (TILE + PAD)
+        np.testing.assert_array_equal(np.asarray(grid)[y + lines * LINE + PAD :][:TILE, x : x + TILE], images[below])
+    shown = grid_module._wrap(ImageDraw.Draw(grid), caption, grid_module._font(12), TILE)
+    assert len(shown) == lines and shown[-1].endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("captions", "match"),
+    [
+        (["one", "two"], "one caption per image: 3 images, 2 captions"),
+        (["one", "two", "three", "four"], "one caption per image: 3 images, 4 captions"),
+        ("abc", "a list of captions, one per image, not one string"),
+    ],
+)
+def test_the_wrong_number_of_captions_is_refused(captions, match):
+    with pytest.raises(ValueError, match=match):
+        make_grid(tiles(3), captions)
+
+
+NON_ASCII = [
+    "café naïve — “quoted” … ő",
+    "日本語のキャプション 😀 👩‍👩‍👧",
+    "tab\there\r\nline, \x00 and a lone \ud800",
+]
+
+
+def assert_text_under_every_tile(grid, n):
+    top = LINE + PAD  # the column titles
+    for i in range(n):
+        assert (caption_band(grid, i, columns=n, lines=MAX_CAPTION_LINES, top=top) < 128).any(), i
+    assert (np.asarray(grid)[:top] < 128).any()
+
+
+def test_non_ascii_captions_are_drawn():
+    grid = make_grid(grey(3), NON_ASCII, columns=3, column_titles=NON_ASCII, font_size=12)
+    assert_text_under_every_tile(grid, 3)
+
+
+def test_a_bitmap_font_without_freetype_replaces_what_it_cannot_draw(monkeypatch):
+    from PIL import ImageFont
+
+    if not hasattr(ImageFont, "load_default_imagefont"):
+        pytest.skip("Pillow < 10.1 has no separate bitmap default font")
+    bitmap = ImageFont.load_default_imagefont()  # what Pillow without FreeType draws with: Latin-1 only
+    monkeypatch.setattr(grid_module, "_font", lambda size: bitmap)
+    long = "a caption long enough to be cut with an ellipsis under one tile " * 3
+    grid = make_grid(grey(4), [*NON_ASCII, long], columns=4, column_titles=[*NON_ASCII, long], font_size=12)
+    assert_text_under_every_tile(grid, 4)
+    assert grid_module._drawable("naïve – “q” … ő 日\u200b", bitmap) == 'naïve - "q" ... o ?'
+    assert grid_module._wrap(ImageDraw.Draw(grid), long, bitmap, TILE)[-1].endswith("...")
 
 
 def test_column_titles_and_interleaved_triplets():

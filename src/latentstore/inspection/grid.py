@@ -7,6 +7,8 @@ For rows of related images ("original | float | int8"), :func:`interleave`
 the groups and give one column per group with ``column_titles``.
 """
 
+import unicodedata
+
 import numpy as np
 
 #: Tiles smaller than this are enlarged (by a whole factor, nearest neighbour) so captions fit under them.
@@ -41,8 +43,47 @@ def _text_width(draw, text: str, font) -> float:
     return draw.textlength(text, font=font)
 
 
+#: Typographic characters that a Latin-1 bitmap font lacks, and what it draws for them.
+_PLAIN = str.maketrans(
+    {"…": "...", "–": "-", "—": "-", "‐": "-", "−": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "•": "*"}
+)
+
+
+def _latin1(char: str) -> str:
+    if ord(char) < 256:
+        return char
+    base = unicodedata.normalize("NFKD", char)[0]  # "ő" -> "o"; "日" stays itself
+    return base if ord(base) < 256 and unicodedata.category(base)[0] != "M" else "?"
+
+
+def _drawable(text: str, font) -> str:
+    """``text`` as ``font`` can draw it, never raising.
+
+    Control characters go (a tab becomes a space, a carriage return a line
+    break). Pillow's bitmap font (no FreeType) encodes text as Latin-1 and
+    raises on anything else, so for it other characters become a plain
+    equivalent ("…" -> "...", "ő" -> "o") or "?". A FreeType font draws
+    every character; one it has no glyph for shows as an empty box.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cs"))
+    from PIL import ImageFont
+
+    if isinstance(font, ImageFont.ImageFont):
+        text = unicodedata.normalize("NFKC", text).translate(_PLAIN)
+        text = "".join(_latin1(ch) for ch in text if unicodedata.category(ch) != "Cf")
+    return text
+
+
 def _wrap(draw, text: str, font, width: int) -> list[str]:
-    """Break ``text`` into at most MAX_CAPTION_LINES lines of at most ``width`` pixels."""
+    """Break ``text`` into at most MAX_CAPTION_LINES lines of at most ``width`` pixels.
+
+    Blank text gives no lines; characters ``font`` cannot draw are replaced
+    (:func:`_drawable`); a line cut short ends in an ellipsis.
+    """
+    text, ellipsis = _drawable(text, font), _drawable("…", font)
+    if not text.strip():
+        return []
     lines: list[str] = []
     for paragraph in text.split("\n"):
         current = ""
@@ -58,9 +99,14 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
     for i, line in enumerate(lines[:MAX_CAPTION_LINES]):
         last = i == MAX_CAPTION_LINES - 1 and len(lines) > MAX_CAPTION_LINES
         if last or _text_width(draw, line, font) > width:
-            while line and _text_width(draw, line + "…", font) > width:
-                line = line[:-1]
-            line += "…"
+            cut = line
+            while cut and _text_width(draw, cut + ellipsis, font) > width:
+                cut = cut[:-1]
+            if cut != line and line[len(cut)] != " " and " " in cut.rstrip():  # end on a whole word where one fits
+                cut = cut[: cut.rstrip().rindex(" ")]
+            line = cut.rstrip()
+            if _text_width(draw, line + ellipsis, font) <= width:  # on a tiny tile not even "…" may fit
+                line += ellipsis
         fitted.append(line)
     return fitted
 
@@ -77,8 +123,11 @@ def make_grid(
 ):
     """One PIL image of ``images`` (uint8, (N, H, W, 3) or (N, H, W)) in a grid, captions under the tiles.
 
-    ``captions``: one string per image (``None`` for none; ``"\\n"`` breaks a
-    line; at most two lines show). ``columns`` defaults to a near-square
+    ``captions``: one string per image, drawn under its tile (``None`` for no
+    caption band; an empty string or ``None`` item leaves that tile's band
+    blank). Text is wrapped to the tile width and cut to MAX_CAPTION_LINES
+    lines with an ellipsis; ``"\\n"`` breaks a line; characters the font
+    cannot draw are replaced, never raised on. ``columns`` defaults to a near-square
     grid. ``column_titles`` puts a title above each column. Tiles narrower
     than ``min_tile`` pixels are enlarged by a whole factor so their captions
     stay readable. ``font_size`` defaults to about 1/14 of the tile width,
@@ -94,6 +143,8 @@ def make_grid(
         raise ValueError("no images to put in a grid")
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
+    if isinstance(captions, str):
+        raise ValueError(f"pass a list of captions, one per image, not one string ({captions[:40]!r})")
     if captions is not None and len(captions) != n:
         raise ValueError(f"pass one caption per image: {n} images, {len(captions)} captions")
     if columns is None:
@@ -110,7 +161,9 @@ def make_grid(
     font = _font(font_size)
     line_height = font_size + max(2, font_size // 4)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    wrapped = [_wrap(measure, str(c), font, tile_w) for c in captions] if captions is not None else None
+    wrapped = (
+        None if captions is None else [_wrap(measure, "" if c is None else str(c), font, tile_w) for c in captions]
+    )
     caption_h = max((len(lines) for lines in wrapped), default=0) * line_height if wrapped else 0
     title_h = line_height + padding if column_titles is not None else 0
 
@@ -119,7 +172,7 @@ def make_grid(
     draw = ImageDraw.Draw(canvas)
     if column_titles is not None:
         for c, title in enumerate(column_titles):
-            text = _wrap(draw, str(title), font, tile_w)[0]
+            text = next(iter(_wrap(draw, str(title), font, tile_w)), "")
             x = padding + c * cell_w + (tile_w - _text_width(draw, text, font)) / 2
             draw.text((x, padding), text, fill="black", font=font)
     for i, image in enumerate(images):
@@ -129,6 +182,11 @@ def make_grid(
         if factor > 1:
             tile = tile.resize((tile_w, tile_h), Image.Resampling.NEAREST)
         canvas.paste(tile, (x, y))
-        for k, line in enumerate(wrapped[i] if wrapped else ()):
-            draw.text((x, y + tile_h + k * line_height + 1), line, fill="black", font=font)
+        # on a band as wide as the tile (and down to the next row), so no glyph spills into a neighbour
+        if wrapped and wrapped[i]:
+            band = Image.new("RGB", (tile_w, caption_h + padding), "white")
+            band_draw = ImageDraw.Draw(band)
+            for k, line in enumerate(wrapped[i]):
+                band_draw.text((0, k * line_height + 1), line, fill="black", font=font)
+            canvas.paste(band, (x, y + tile_h))
     return canvas

@@ -160,7 +160,9 @@ class LatentStore:
             raise FormatError(_array_not_store_message(root))
         self.metadata = self._metadata_from(group.get("attributes", {}))
         layouts = {}
-        expected = {name: (shape, dtype, None) for name, (shape, dtype) in self.metadata.arrays().items()}
+        expected: dict[str, tuple[tuple[int, ...], np.dtype, str | None]] = {
+            name: (shape, dtype, None) for name, (shape, dtype) in self.metadata.arrays().items()
+        }
         for spec in self.metadata.columns:
             kind = spec.kind if spec.variable_length else None
             expected[spec.array_name] = ((self.metadata.num_samples,), spec.dtype, kind)

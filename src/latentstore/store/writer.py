@@ -292,7 +292,7 @@ class _ChunkAssembler:
         """Take a block; return the whole chunks it completes as (start, columns)."""
         block = {name: (list(value) if name in (fmt.IDS, fmt.FAILURES) else value)
                  for name, value in columns.items() if value is not None}
-        if "columns" in block:
+        if isinstance(block.get("columns"), dict):
             block["columns"] = {name: list(v) if isinstance(v, (list, tuple)) else np.asarray(v)
                                 for name, v in block["columns"].items()}
         if not block:
