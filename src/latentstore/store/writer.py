@@ -292,9 +292,9 @@ class _ChunkAssembler:
         """Take a block; return the whole chunks it completes as (start, columns)."""
         block = {name: (list(value) if name in (fmt.IDS, fmt.FAILURES) else value)
                  for name, value in columns.items() if value is not None}
-        if isinstance(block.get("columns"), dict):
-            block["columns"] = {name: list(v) if isinstance(v, (list, tuple)) else np.asarray(v)
-                                for name, v in block["columns"].items()}
+        given = block.get("columns")
+        if isinstance(given, dict):
+            block["columns"] = {name: list(v) if isinstance(v, (list, tuple)) else np.asarray(v) for name, v in given.items()}
         if not block:
             raise ValueError("pass latents or codes to append")
         sizes = {name: self._rows(value) for name, value in block.items()}
