@@ -48,18 +48,79 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+#: Separate streams of draws per (seed, epoch, sample): flips, caption choices.
+_FLIP_STREAM, _CAPTION_STREAM = 0, 0x6361707469306E  # ("captio" + "n"), any constant not 0
+
+
+def _uniforms(indices, seed: int, epoch: int, stream: int) -> np.ndarray:
+    """One uniform draw in [0, 1) per sample, a pure function of (seed, epoch, stream, sample)."""
+    indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(_splitmix64(np.array([seed], dtype=np.int64).astype(np.uint64)) ^ np.uint64(epoch))
+        if stream:
+            key = _splitmix64(key ^ np.uint64(stream))
+        bits = _splitmix64(indices ^ key)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 def flip_mask(indices, flip_prob: float, seed: int, epoch: int) -> np.ndarray:
     """Which of the given samples to read flipped: one Bernoulli(flip_prob) per (seed, epoch, sample).
 
     A pure function of its arguments, so every worker, rank and resumed run
     draws the same flips whatever the batching.
     """
-    indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        key = _splitmix64(_splitmix64(np.array([seed], dtype=np.int64).astype(np.uint64)) ^ np.uint64(epoch))
-        bits = _splitmix64(indices ^ key)
-    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return uniform < flip_prob
+    return _uniforms(indices, seed, epoch, _FLIP_STREAM) < flip_prob
+
+
+@dataclass(frozen=True)
+class ColumnReader:
+    """Which columns a batch carries: ``columns`` as they are, plus, with
+    ``caption_choice``, an entry ``"caption"`` holding for each sample one of
+    several text columns, drawn from (seed, epoch, sample) with the given
+    weights (uniform for a list), so workers, ranks and resumed runs agree."""
+
+    columns: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    cumulative: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, store: LatentStore, columns, caption_choice) -> "ColumnReader | None":
+        if columns is None and caption_choice is None:
+            return None
+        names = () if columns is None else ((columns,) if isinstance(columns, str) else tuple(columns))
+        store.read(np.empty(0, np.int64), columns=names)  # unknown names fail here, not in a worker
+        choices, cumulative = (), ()
+        if caption_choice is not None:
+            weights = dict(caption_choice) if isinstance(caption_choice, dict) else dict.fromkeys(caption_choice, 1.0)
+            not_text = [n for n in weights if store.columns.get(n) != "text"]
+            if not weights or not_text:
+                raise ValueError(f"caption_choice takes text columns of the store ({store.columns}), got {not_text or 'none'}")
+            if "caption" in names:
+                raise ValueError("caption_choice fills the batch's 'caption' entry; do not list 'caption' in columns too")
+            values = np.array([_weight(w, n) for n, w in weights.items()])
+            if values.sum() <= 0:
+                raise ValueError(f"caption_choice weights must not all be 0, got {weights}")
+            choices, cumulative = tuple(weights), tuple(np.cumsum(values / values.sum()).tolist())
+        return cls(names, choices, cumulative)
+
+    def read(self, store: LatentStore, samples: np.ndarray, seed: int, epoch: int) -> dict:
+        """{name: values} for ``samples``: lists for text and bytes, tensors for numbers."""
+        result = {}
+        for name in self.columns:
+            values = store.column(name, samples)
+            result[name] = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
+        if self.choices:
+            draws = np.searchsorted(np.asarray(self.cumulative[:-1]), _uniforms(samples, seed, epoch, _CAPTION_STREAM),
+                                    side="right")
+            texts = {name: store.column(name, samples) for name in self.choices}
+            result["caption"] = [texts[self.choices[d]][i] for i, d in enumerate(draws.tolist())]
+        return result
+
+
+def _weight(weight, name: str) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise ValueError(f"caption_choice weight of {name!r} must be a non-negative number, got {weight!r}")
+    return float(weight)
 
 
 def _check_flip(store: LatentStore, flip_prob: float) -> float:
@@ -88,17 +149,22 @@ def load_stats(path) -> dict:
 
 class SampleBatch(list):
     """What :meth:`LatentDataset.__getitems__` returns when it reads in place: a list of
-    ``(latent, label)`` pairs that also carries the whole batch as ``latents`` and
-    ``labels`` tensors.
+    ``(latent, label)`` pairs (``(latent, label, {column: value})`` with columns) that
+    also carries the whole batch as ``latents`` and ``labels`` tensors (and ``columns``).
 
     The default collate stacks the pairs (one copy); :func:`collate` hands
     the batch tensors on as they are.
     """
 
-    def __init__(self, latents: torch.Tensor, labels: torch.Tensor):
-        super().__init__(zip(latents.unbind(0), labels.tolist()))
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, columns: dict | None = None):
+        if columns is None:
+            super().__init__(zip(latents.unbind(0), labels.tolist()))
+        else:
+            per_sample = [dict(zip(columns, values)) for values in zip(*columns.values())] or [{}] * len(labels)
+            super().__init__(zip(latents.unbind(0), labels.tolist(), per_sample))
         self.latents = latents
         self.labels = labels
+        self.columns = columns
 
 
 class RowBatch(collections.abc.MutableMapping):
@@ -117,10 +183,11 @@ class RowBatch(collections.abc.MutableMapping):
     it is (see :func:`_default_collate_passes_row_batches`).
     """
 
-    __slots__ = ("path", "rows", "flip", "normalize", "as_list")
+    __slots__ = ("path", "rows", "flip", "normalize", "as_list", "columns")
 
-    def __init__(self, path: str, rows: np.ndarray, flip, normalize, as_list: bool):
+    def __init__(self, path: str, rows: np.ndarray, flip, normalize, as_list: bool, columns=None):
         self.path, self.rows, self.flip, self.normalize, self.as_list = path, rows, flip, normalize, as_list
+        self.columns = columns  # None, or (ColumnReader, seed, epoch)
 
     def __getitem__(self, key):
         raise KeyError(key)
@@ -141,7 +208,7 @@ class RowBatch(collections.abc.MutableMapping):
         return self
 
     def __reduce__(self):
-        return _read_row_batch, (self.path, self.rows, self.flip, self.normalize, self.as_list)
+        return _read_row_batch, (self.path, self.rows, self.flip, self.normalize, self.as_list, self.columns)
 
 # The stores opened in this process, by path: a RowBatch unpickled here reads from them.
 _open_stores: dict[str, LatentStore] = {}
@@ -154,13 +221,17 @@ def _store_at(path: str) -> LatentStore:
     return store
 
 
-def _read_row_batch(path, rows, flip, normalize, as_list):
+def _read_row_batch(path, rows, flip, normalize, as_list, columns=None):
     # One thread: the DataLoader's workers and the training step share the
     # cores with this read, and an OpenMP team that spins between batches
     # would starve them (measured on 2 cores: 2 workers fed 0.20-0.24 M
     # samples/s with a 2-thread read here, 0.36 M with one thread).
-    latents, labels = _store_at(path).read(rows, normalize=normalize, flip=flip, num_threads=1)
-    batch = (torch.from_numpy(latents), torch.from_numpy(labels.astype(np.int64)))
+    store = _store_at(path)
+    latents, labels = store.read(rows, normalize=normalize, flip=flip, num_threads=1)
+    batch: tuple = (torch.from_numpy(latents), torch.from_numpy(labels.astype(np.int64)))
+    if columns is not None:
+        reader, seed, epoch = columns
+        batch = (*batch, reader.read(store, rows, seed, epoch))
     return list(batch) if as_list else batch
 
 
@@ -168,6 +239,8 @@ def collate(batch):
     """A DataLoader ``collate_fn`` that passes a :class:`SampleBatch` (or a worker's
     :class:`RowBatch`) on without copying."""
     if isinstance(batch, SampleBatch):
+        if batch.columns is not None:
+            return batch.latents, batch.labels, batch.columns
         return batch.latents, batch.labels
     if isinstance(batch, list) and len(batch) == 1 and isinstance(batch[0], RowBatch):
         return batch[0]
@@ -223,13 +296,21 @@ class LatentDataset(torch.utils.data.Dataset):
     other ``collate_fn`` or ``read_in="worker"`` the worker reads the batch
     and sends tensors. Pass ``collate_fn=latentstore.torch.collate`` to skip
     the default collate's copy when there are no workers.
+
+    ``columns`` (names of the store's per-sample columns) and ``caption_choice``
+    (text columns, or {name: weight}, to draw one per sample and epoch into
+    ``"caption"``; see :class:`ColumnReader`) add a third element: ``ds[i] ->
+    (latent, label, {name: value})``, and batches ``(latents, labels,
+    {name: values})`` with text as lists of str and numbers as tensors.
     """
 
     def __init__(
-        self, store_or_path, flip_prob: float = 0.0, normalize=False, seed: int = 0, *, read_in: str = "consumer"
+        self, store_or_path, flip_prob: float = 0.0, normalize=False, seed: int = 0, *, read_in: str = "consumer",
+        columns=None, caption_choice=None,
     ):
         read_in = choice(read_in, "read_in", ("consumer", "worker"))
         self.store = _open(store_or_path)
+        self.columns = ColumnReader.of(self.store, columns, caption_choice)
         self.flip_prob = _check_flip(self.store, flip_prob)
         self.normalize = normalize
         self.seed = integer(seed, "seed", minimum=0)
@@ -247,10 +328,12 @@ class LatentDataset(torch.utils.data.Dataset):
             "seed": self.seed,
             "epoch": self.epoch,
             "read_in": self.read_in,
+            "columns": self.columns,
         }
 
     def __setstate__(self, state):
         self.__init__(state["path"], state["flip_prob"], state["normalize"], state["seed"], read_in=state["read_in"])
+        self.columns = state["columns"]  # already checked against the store
         self.epoch = state["epoch"]
 
     def set_epoch(self, epoch: int) -> None:
@@ -268,11 +351,14 @@ class LatentDataset(torch.utils.data.Dataset):
     def _read(self, positions):
         samples, flip = self._samples(positions)
         latents, labels = self.store.read(samples, normalize=self.normalize, flip=flip)
-        return torch.from_numpy(latents), labels
+        columns = None if self.columns is None else self.columns.read(self.store, samples, self.seed, self.epoch)
+        return torch.from_numpy(latents), labels, columns
 
     def __getitem__(self, i):
-        latents, labels = self._read(np.array([i], dtype=np.int64))
-        return latents[0], int(labels[0])
+        latents, labels, columns = self._read(np.array([i], dtype=np.int64))
+        if columns is None:
+            return latents[0], int(labels[0])
+        return latents[0], int(labels[0]), {name: values[0] for name, values in columns.items()}
 
     def __getitems__(self, positions):
         positions = np.asarray(positions, dtype=np.int64)
@@ -281,9 +367,10 @@ class LatentDataset(torch.utils.data.Dataset):
             default = collate_fn is torch.utils.data.default_collate
             if (default and _default_collate_passes_row_batches()) or collate_fn is collate:
                 samples, flip = self._samples(positions)
-                return [RowBatch(self.store.path, samples, flip, self.normalize, as_list=default)]
-        latents, labels = self._read(positions)
-        return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)))
+                columns = None if self.columns is None else (self.columns, self.seed, self.epoch)
+                return [RowBatch(self.store.path, samples, flip, self.normalize, as_list=default, columns=columns)]
+        latents, labels, columns = self._read(positions)
+        return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)), columns)
 
 
 def _distributed_rank(rank, world_size) -> tuple[int, int]:
@@ -331,6 +418,7 @@ class _Ready:
     buffer: _Buffer
     tensors: tuple  # what the consumer gets, before any device-side dequantization
     copied: object = None
+    columns: dict | None = None
 
 
 class _Failure:
@@ -420,6 +508,10 @@ class LatentLoader:
     DataLoader arguments that have no meaning here (``num_workers``,
     ``sampler``, ``collate_fn``, ...) raise a TypeError that says what to use
     instead; see docs/training.md for the whole mapping.
+
+    ``columns`` and ``caption_choice`` (as for :class:`LatentDataset`) make each
+    batch ``(latents, labels, {name: values})``: text and bytes as lists, numbers
+    as tensors (on ``device``), aligned with the latents.
     """
 
     def __init__(
@@ -440,10 +532,13 @@ class LatentLoader:
         dtype: torch.dtype = torch.float32,
         dequantize_on: str | None = None,
         num_threads: int | None = None,
+        columns=None,
+        caption_choice=None,
         **dataloader_arguments,
     ):
         _refuse_dataloader_arguments(dataloader_arguments)
         self.store = _open(store)
+        self.columns = ColumnReader.of(self.store, columns, caption_choice)
         batch_size = integer(batch_size, "batch_size", minimum=1)
         if prefetch is not None:
             prefetch = integer(prefetch, "prefetch", minimum=0)
@@ -557,6 +652,7 @@ class LatentLoader:
     def dataset(self) -> "LatentDataset":
         """The :class:`LatentDataset` of this store with this loader's flips and normalisation."""
         dataset = LatentDataset(self.store, flip_prob=self.flip_prob, normalize=self.normalize, seed=self.seed)
+        dataset.columns = self.columns
         dataset.set_epoch(self._epoch)
         return dataset
 
@@ -635,15 +731,19 @@ class LatentLoader:
                 scales[...] = s
                 parts = (codes, scales)
                 names.append("scales")
+        columns = None if self.columns is None else self.columns.read(self.store, indices, self.seed, epoch)
         if not self._cuda:
-            return _Ready(buffer, tuple(torch.from_numpy(a) for a in (*parts, labels)))
+            return _Ready(buffer, tuple(torch.from_numpy(a) for a in (*parts, labels)), columns=columns)
         tensors = tuple(getattr(buffer, name)[:n] for name in (*names, "labels"))
         with torch.cuda.stream(self._stream):
             tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
+            if columns is not None:
+                columns = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                           for k, v in columns.items()}
             copied = torch.cuda.Event()
             copied.record(self._stream)
         buffer.copied = copied
-        return _Ready(buffer, tensors, copied)
+        return _Ready(buffer, tensors, copied, columns)
 
     def _deliver(self, ready: _Ready):
         tensors = ready.tensors
@@ -654,14 +754,16 @@ class LatentLoader:
                 t.record_stream(current)
         labels = tensors[-1]
         if self.dequantize_on == "host":
-            return tensors[0], labels
-        q = tensors[0]
-        scales = tensors[1] if len(tensors) == 3 else None
-        q = q.to(self.device)
-        latents = torch_quant.dequantize(
-            q, None if scales is None else scales.to(self.device), self.dtype, self._normalization, lut=self._lut
-        )
-        return latents, labels.to(self.device)
+            batch = (tensors[0], labels)
+        else:
+            q = tensors[0]
+            scales = tensors[1] if len(tensors) == 3 else None
+            q = q.to(self.device)
+            latents = torch_quant.dequantize(
+                q, None if scales is None else scales.to(self.device), self.dtype, self._normalization, lut=self._lut
+            )
+            batch = (latents, labels.to(self.device))
+        return batch if ready.columns is None else (*batch, ready.columns)
 
     def _plan(self) -> tuple[int, np.ndarray, list[slice]]:
         order = self.store.epoch_indices(

@@ -138,6 +138,11 @@ def assert_text_under_every_tile(grid, n):
 def test_non_ascii_captions_are_drawn():
     grid = make_grid(grey(3), NON_ASCII, columns=3, column_titles=NON_ASCII, font_size=12)
     assert_text_under_every_tile(grid, 3)
+    # Pillow's own FreeType font has few glyphs beyond ASCII: the rest become plain letters or "?", not empty boxes
+    font = grid_module._font(12)
+    assert grid_module._drawable("日本 😀\u200d\x00\ud800", font) == "?? ?"
+    assert grid_module._drawable("ő e\u0301", font) in ("ő é", "o e")
+    assert grid_module._drawable("tab\there\r\nand\rthere", font) == "tab here\nand\nthere"
 
 
 def test_a_bitmap_font_without_freetype_replaces_what_it_cannot_draw(monkeypatch):

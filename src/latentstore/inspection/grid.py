@@ -8,6 +8,7 @@ the groups and give one column per group with ``column_titles``.
 """
 
 import unicodedata
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,36 +44,60 @@ def _text_width(draw, text: str, font) -> float:
     return draw.textlength(text, font=font)
 
 
-#: Typographic characters that a Latin-1 bitmap font lacks, and what it draws for them.
-_PLAIN = str.maketrans(
-    {"…": "...", "–": "-", "—": "-", "‐": "-", "−": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "•": "*"}
-)
+#: Plain stand-ins for typographic characters a font may have no glyph for.
+_PLAIN = {"…": "...", "–": "-", "—": "-", "‐": "-", "−": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "•": "*"}
 
 
-def _latin1(char: str) -> str:
-    if ord(char) < 256:
-        return char
-    base = unicodedata.normalize("NFKD", char)[0]  # "ő" -> "o"; "日" stays itself
-    return base if ord(base) < 256 and unicodedata.category(base)[0] != "M" else "?"
+def _glyph_test(font) -> Callable[[str], bool]:
+    """Whether ``font`` draws a character as itself, rather than raising or drawing its empty box."""
+    from PIL import ImageFont
+
+    if isinstance(font, ImageFont.FreeTypeFont):
+
+        def signature(char: str):
+            mask = font.getmask(char)
+            return mask.size, mask.getprojection()
+
+        box = signature("\U0010ffff")  # a noncharacter: what the font draws for a character it lacks
+        known: dict[str, bool] = {}
+
+        def has_glyph(char: str) -> bool:  # printable ASCII is taken as there, as in every default font
+            if char not in known:
+                known[char] = (char.isascii() and char.isprintable()) or signature(char) != box
+            return known[char]
+
+        return has_glyph
+    if isinstance(font, ImageFont.ImageFont):  # Pillow's bitmap font encodes text as Latin-1, raising on the rest
+        return lambda char: ord(char) < 256
+    return lambda char: True
+
+
+def _stand_in(char: str, has_glyph: Callable[[str], bool]) -> str:
+    """What to draw for a character the font has no glyph for: a plain equivalent, its base letter or "?"."""
+    for candidate in (_PLAIN.get(char), unicodedata.normalize("NFKC", char), unicodedata.normalize("NFKD", char)[:1]):
+        if candidate and candidate != char and all(map(has_glyph, candidate)):
+            return candidate  # "—" -> "-", "…" -> "...", "ő" -> "o"
+    return "" if unicodedata.category(char) in ("Mn", "Mc", "Me", "Cf") else "?"  # accents, zero-width joiners: nothing
 
 
 def _drawable(text: str, font) -> str:
     """``text`` as ``font`` can draw it, never raising.
 
     Control characters go (a tab becomes a space, a carriage return a line
-    break). Pillow's bitmap font (no FreeType) encodes text as Latin-1 and
-    raises on anything else, so for it other characters become a plain
-    equivalent ("…" -> "...", "ő" -> "o") or "?". A FreeType font draws
-    every character; one it has no glyph for shows as an empty box.
+    break); a character with no glyph in ``font`` becomes a plain equivalent
+    ("—" -> "-", "é" -> "e") or "?". Pillow's bitmap font (no FreeType) has
+    only Latin-1 and raises on anything else; its FreeType default font has
+    few glyphs beyond ASCII and would draw the others as empty boxes.
     """
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
-    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cs"))
-    from PIL import ImageFont
-
-    if isinstance(font, ImageFont.ImageFont):
-        text = unicodedata.normalize("NFKC", text).translate(_PLAIN)
-        text = "".join(_latin1(ch) for ch in text if unicodedata.category(ch) != "Cf")
-    return text
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " "))
+    has_glyph = _glyph_test(font)
+    drawn = []
+    for char in text:
+        if char in " \n":
+            drawn.append(char)
+        elif unicodedata.category(char) not in ("Cc", "Cs"):  # control characters, lone surrogates: dropped
+            drawn.append(char if has_glyph(char) else _stand_in(char, has_glyph))
+    return "".join(drawn)
 
 
 def _wrap(draw, text: str, font, width: int) -> list[str]:
