@@ -93,3 +93,20 @@ def test_closed_pipe_exits_quietly(small_store):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and "Traceback" not in result.stderr
+
+
+def test_info_lists_the_columns_with_their_kind_and_size(tmp_path, capsys):
+    from latentstore.format import ColumnSpec
+
+    columns = [ColumnSpec("caption", "text"), ColumnSpec("image", "bytes", media_type="image/jpeg")]
+    with latentstore.create(tmp_path / "c.zarr", 4, (2, 2, 2), columns=columns) as writer:
+        writer.write(0, np.zeros((4, 2, 2, 2), np.float32),
+                     columns={"caption": ["a cat", "a dog", "", "a car"], "image": [b"x" * 1000] * 4})
+    assert cli.main(["info", str(tmp_path / "c.zarr")]) == 0
+    text = capsys.readouterr().out
+    assert "format           v2" in text
+    assert "columns          caption: text, " in text and "\n                 image: bytes (image/jpeg), 4." in text
+    assert cli.main(["info", "--json", str(tmp_path / "c.zarr")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in facts["columns"]] == ["caption", "image"]
+    assert facts["columns"][1]["bytes_on_disk"] > 4000

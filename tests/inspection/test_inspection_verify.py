@@ -267,3 +267,61 @@ def test_cli_text_lists_each_problem(store, capsys):
     out = capsys.readouterr().out
     assert "ERROR: 'valid' chunk 0 samples [0, 64): chunk file valid/c/0 is 100 bytes" in out
     assert out.strip().endswith("DAMAGED: 1 problems")
+
+
+# -- per-sample columns ----------------------------------------------------------------
+COLUMNS = {"caption": "text", "jpeg": "bytes", "width": "int32"}
+
+
+def make_captioned(path, n=40, chunk=16, **options):
+    with latentstore.create(path, n, (2, 2, 2), chunk_samples=chunk, columns=COLUMNS, **options) as writer:
+        for start in range(0, n, chunk):
+            rows = range(start, min(start + chunk, n))
+            writer.write(start, np.ones((len(rows), 2, 2, 2), np.float32), columns={
+                "caption": [f"caption {i} ✓" for i in rows], "jpeg": [bytes([i]) * i for i in rows],
+                "width": np.asarray(rows)})
+    return Path(str(path).removeprefix("file://")) if "://" not in str(path) else path
+
+
+@pytest.mark.parametrize("options", [{}, {"compressor": "zstd"}, {"checksum": False}], ids=["plain", "zstd", "no-crc"])
+def test_healthy_columns_pass(tmp_path, options):
+    report = verify(make_captioned(tmp_path / "s.zarr", **options))
+    assert report.ok and not report.problems, str(report)
+    assert {"columns/caption", "columns/jpeg", "columns/width"} <= set(report.arrays)
+    assert report.chunks_checked == 7 * 3  # 4 arrays + 3 columns, 3 chunks each
+
+
+def _rewrite(path, transform):
+    path.write_bytes(transform(path.read_bytes()))
+
+
+def _fixed_crc(data: bytes) -> bytes:
+    return data + google_crc32c.value(data).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(
+    ("column", "damage", "message"),
+    [
+        ("caption", lambda d: d[:-9] + d[-4:], "checksum mismatch"),
+        ("caption", lambda d: _fixed_crc(d[:-14]), "runs past the end"),
+        ("jpeg", lambda d: _fixed_crc((3).to_bytes(4, "little") + d[4:-4]), "exactly 16 variable-length items"),
+        ("caption", lambda d: _fixed_crc(d[:8] + b"\xff" + d[9:-4]), "not UTF-8"),
+    ],
+    ids=["crc", "truncated", "header", "utf8"],
+)
+def test_damaged_column_chunks_are_found(tmp_path, column, damage, message):
+    path = make_captioned(tmp_path / "s.zarr")
+    _rewrite(path / "columns" / column / "c" / "1", damage)
+    problem = only_error(verify(path))
+    assert problem.array == f"columns/{column}" and problem.chunk == 1 and message in problem.message, str(problem)
+    if message == "not UTF-8":
+        assert problem.samples == (16,)
+
+
+def test_a_missing_column_array_or_chunk_is_found(tmp_path):
+    path = make_captioned(tmp_path / "s.zarr")
+    (path / "columns" / "width" / "c" / "2").unlink()
+    problem = only_error(verify(path))
+    assert problem.array == "columns/width" and problem.chunk == 2 and "missing" in problem.message
+    (path / "columns" / "jpeg" / "zarr.json").unlink()
+    assert any(p.array == "columns/jpeg" and "missing" in p.message for p in verify(path).errors)

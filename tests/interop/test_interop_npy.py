@@ -77,3 +77,26 @@ def test_export_npy_refuses_a_non_empty_directory(tmp_path, capsys):
     assert cli.main(["export-npy", str(tmp_path / "s.zarr"), str(tmp_path / "npy"), "--overwrite", "--no-progress"]) == 0
     assert not (tmp_path / "npy" / "keep.txt").exists()
     assert "exported 50 samples" in capsys.readouterr().out
+
+
+def test_export_npy_carries_every_column(tmp_path):
+    import json
+
+    from latentstore.format import ColumnSpec
+
+    columns = [ColumnSpec("caption", "text"), ColumnSpec("width", "int32"), ColumnSpec("image", "bytes", "image/jpeg")]
+    n = 20
+    with latentstore.create(tmp_path / "s.zarr", n, (2, 2, 2), chunk_samples=8, columns=columns) as writer:
+        for start in range(0, n, 8):
+            rows = range(start, min(start + 8, n))
+            writer.write(start, np.zeros((len(rows), 2, 2, 2), np.float32), columns={
+                "caption": [f'line "{i}"\nnext ✓' for i in rows], "width": np.asarray(rows) * 5,
+                "image": [b"\xff\xd8" + bytes([i]) for i in rows]})
+    metadata = export_npy(tmp_path / "s.zarr", tmp_path / "out")
+    out = tmp_path / "out"
+    np.testing.assert_array_equal(np.load(out / "columns_width.npy"), np.arange(n) * 5)
+    lines = (out / "columns_caption.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [f'line "{i}"\nnext ✓' for i in range(n)]
+    assert (out / "columns_image" / "000000013.jpg").read_bytes() == b"\xff\xd8\x0d"
+    assert len(list((out / "columns_image").iterdir())) == n
+    assert metadata["arrays"]["columns/image"] == {"folder": "columns_image", "kind": "bytes", "media_type": "image/jpeg"}

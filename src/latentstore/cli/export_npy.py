@@ -10,8 +10,10 @@ COMMAND_HELP = """\
 Export a store to flat .npy files in DIR, ready for np.load(mmap_mode="r"):
 latents.npy (the codes, unchanged), scales.npy (absmax stores), labels.npy,
 valid.npy, flip_latents.npy / flip_scales.npy (stores with flip latents),
-ids.npy (stores with ids) and metadata.json (quantization, classes, stats,
-and the formula that turns codes into latents).
+ids.npy (stores with ids), the per-sample columns (numbers as
+columns_NAME.npy, text as columns_NAME.jsonl with one JSON string per sample,
+bytes as one file per sample in columns_NAME/) and metadata.json
+(quantization, classes, stats, and the formula that turns codes into latents).
 """
 
 
@@ -25,6 +27,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     metadata = export_npy(args.store, args.directory, overwrite=args.overwrite, progress=not args.no_progress)
-    files = ", ".join(a["file"] for a in metadata["arrays"].values())
+    files = ", ".join(a.get("file") or a["folder"] + "/" for a in metadata["arrays"].values())
     print(f"exported {metadata['num_samples']:,} samples to {args.directory}: {files}, {METADATA_NAME}")
     return 0

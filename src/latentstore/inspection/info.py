@@ -30,6 +30,18 @@ def padding_bytes(store: LatentStore) -> int:
     return 0  # compressed padding (zeros) costs next to nothing
 
 
+def column_facts(store: LatentStore) -> list[dict]:
+    """Name, kind and bytes on disk of each per-sample column (bytes None for a remote store)."""
+    facts = []
+    for spec in store.metadata.columns:
+        size = bytes_on_disk(os.path.join(store.path, spec.array_name))
+        entry = {"name": spec.name, "kind": spec.kind, "bytes_on_disk": size}
+        if spec.media_type:
+            entry["media_type"] = spec.media_type
+        facts.append(entry)
+    return facts
+
+
 def describe(store: LatentStore) -> dict:
     """The facts ``info`` prints, as a JSON-able dict."""
     m = store.metadata
@@ -55,6 +67,7 @@ def describe(store: LatentStore) -> dict:
         "bytes_per_sample": per_sample,
         "projected_imagenet_bytes": per_sample * fmt.IMAGENET_TRAIN_SAMPLES if per_sample else None,
         "classes": len(m.classes) if m.classes is not None else None,
+        "columns": column_facts(store),
         "encoder": m.encoder,
         "source": m.source,
         "library_version": m.library_version,
@@ -69,6 +82,17 @@ def format_bytes(nbytes: float | None) -> str:
             return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
         nbytes /= 1000
     raise AssertionError  # pragma: no cover
+
+
+def _column_lines(columns: list[dict]) -> list[str]:
+    if not columns:
+        return ["columns          none"]
+    lines = []
+    for i, column in enumerate(columns):
+        kind = column["kind"] + (f" ({column['media_type']})" if column.get("media_type") else "")
+        size = f", {format_bytes(column['bytes_on_disk'])}" if column.get("bytes_on_disk") is not None else ""
+        lines.append(f"{'columns' if i == 0 else '':<17}{column['name']}: {kind}{size}")
+    return lines
 
 
 def format_text(facts: dict) -> str:
@@ -87,6 +111,7 @@ def format_text(facts: dict) -> str:
         f"chunking         {facts['chunk_samples']:,} samples per chunk, {facts['chunks']:,} chunks",
         f"flip latents     {'yes' if facts['flip'] else 'no'}",
         f"classes          {facts['classes'] if facts['classes'] is not None else 'none recorded'}",
+        *_column_lines(facts.get("columns") or []),
         f"read path        {facts['read_path']}",
         f"bytes on disk    {format_bytes(facts['bytes_on_disk'])}"
         + (f", of which {format_bytes(facts['padding_bytes'])} pad the last chunk" if facts.get("padding_bytes") else ""),

@@ -209,14 +209,17 @@ class _Verifier:
         """Each array's layout, checked against the metadata; broken arrays are reported and left out."""
         layouts = {}
         m = self.metadata
-        for name, (shape, dtype) in m.arrays().items():
+        expected = {name: (shape, dtype, None) for name, (shape, dtype) in m.arrays().items()}
+        for spec in m.columns:
+            expected[spec.array_name] = ((m.num_samples,), spec.dtype, spec.kind if spec.variable_length else None)
+        for name, (shape, dtype, kind) in expected.items():
             try:
                 document = self.files.read_json(f"{name}/zarr.json")
                 if document is None:
                     self.report.add("the array is missing (no zarr.json)", array=name)
                     continue
                 layout = ArrayLayout.from_zarr_json(document, name)
-                layout.check(name, shape, dtype, m.chunk_samples)
+                layout.check(name, shape, dtype, m.chunk_samples, kind)
             except FormatError as exc:
                 self.report.add(str(exc), array=name)
                 continue
@@ -250,7 +253,9 @@ class _Verifier:
             return
         self.report.chunks_checked += 1
         try:
-            if self.files.local and layout.mappable:
+            if self.files.local and layout.mappable and layout.variable_length:
+                values = self.read_variable_length(key, layout, where)
+            elif self.files.local and layout.mappable:
                 values = self.read_raw(key, name, layout, chunk, where)
             else:
                 if self.files.local:
@@ -316,6 +321,40 @@ class _Verifier:
         start = where["sample_range"][0]
         rows = np.concatenate(bad_rows) if bad_rows else np.empty(0, np.int64)
         self.report_bad_codes(rows[rows < where["sample_range"][1] - start] + start, where)
+        return None
+
+    def read_variable_length(self, key: str, layout: ArrayLayout, where: dict) -> None:
+        """A text or bytes chunk: checksum, then the item layout, then (text) strict UTF-8."""
+        import google_crc32c
+
+        from latentstore.quantization._native import kernels
+        from latentstore.store.columns import describe_span_problem
+
+        data = b"".join(self.files.stream(key, 64 << 20))
+        self.report.bytes_read += len(data)
+        if layout.has_checksum:
+            self.report.checksummed_chunks += 1
+            data, trailer = data[:-4], data[-4:]
+            stored, computed = int.from_bytes(trailer, "little"), google_crc32c.value(data)
+            if len(trailer) < 4 or stored != computed:
+                self.report.add(f"crc32c checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the "
+                                "chunk file is corrupt; restore it from the source", **where)
+                return None
+        rows = layout.chunk_shape[0]
+        starts, lengths = np.empty(rows, np.int64), np.empty(rows, np.int64)
+        buffer = np.frombuffer(data, np.uint8)
+        problem = kernels.vlen_spans(buffer, rows, starts, lengths)
+        if problem >= 0:
+            self.report.add(f"{describe_span_problem(problem, rows)}; restore it from the source", **where)
+            return None
+        if layout.variable_length == fmt.TEXT:
+            for i, (begin, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
+                try:
+                    data[begin : begin + length].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.report.add(f"the text is not UTF-8 ({exc.reason}); restore it from the source", **where,
+                                    **_listed(np.array([where["sample_range"][0] + i])))
+                    break
         return None
 
     def read_through_zarr(self, name: str, start: int, stop: int, where: dict) -> np.ndarray | None:

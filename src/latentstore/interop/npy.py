@@ -4,7 +4,10 @@ For tools that want ``np.load("latents.npy", mmap_mode="r")``: the codes,
 scales, labels and valid flags are written unchanged (a lossless copy of the
 store's contents), chunk by chunk through ``np.lib.format.open_memmap``, so
 memory stays at one chunk whatever the store's size. ``metadata.json`` says
-how to turn codes back into values.
+how to turn codes back into values. Per-sample columns follow: numbers as
+``columns_<name>.npy``, text as ``columns_<name>.jsonl`` (line i: sample i's
+text as a JSON string), bytes as one file per sample in ``columns_<name>/``
+(``000000042.jpg`` for stored JPEG crops).
 """
 
 import json
@@ -23,6 +26,37 @@ METADATA_NAME = "metadata.json"
 
 def _file_name(array: str) -> str:
     return array.replace("/", "_") + ".npy"
+
+
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+
+
+class _ColumnExport:
+    """Writes one text or bytes column, chunk by chunk."""
+
+    def __init__(self, directory: Path, spec: fmt.ColumnSpec):
+        self.spec = spec
+        stem = spec.array_name.replace("/", "_")
+        if spec.kind == fmt.TEXT:
+            self.entry = {"file": stem + ".jsonl", "kind": spec.kind}
+            self.lines = open(directory / self.entry["file"], "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        else:
+            self.entry = {"folder": stem, "kind": spec.kind, "media_type": spec.media_type}
+            self.folder = directory / stem
+            self.folder.mkdir()
+            self.extension = _EXTENSIONS.get(spec.media_type or "", ".bin")
+
+    def write(self, store, start: int, stop: int) -> None:
+        values = store.column(self.spec.name, np.arange(start, stop), allow_invalid=True)
+        if self.spec.kind == fmt.TEXT:
+            self.lines.writelines(json.dumps(text, ensure_ascii=False) + "\n" for text in values)
+        else:
+            for i, data in enumerate(values, start):
+                (self.folder / f"{i:09d}{self.extension}").write_bytes(data)
+
+    def close(self) -> None:
+        if self.spec.kind == fmt.TEXT:
+            self.lines.close()
 
 
 def _dequantize_text(quant) -> str:
@@ -56,6 +90,7 @@ def export_npy(store, directory, *, overwrite: bool = False, progress: bool = Fa
     directory.mkdir(parents=True, exist_ok=True)
 
     arrays = dict(m.arrays())
+    arrays.update({spec.array_name: ((m.num_samples,), spec.dtype) for spec in m.columns if not spec.variable_length})
     ids = _ids(store) if m.ids else None
     if ids is not None:
         width = max([1] + [max(map(len, ids[a:b].tolist()), default=0) for a, b in map(m.chunk_range, range(m.num_chunks))])
@@ -64,6 +99,8 @@ def export_npy(store, directory, *, overwrite: bool = False, progress: bool = Fa
         name: np.lib.format.open_memmap(directory / _file_name(name), mode="w+", dtype=dtype, shape=shape)
         for name, (shape, dtype) in arrays.items()
     }
+    exports = [_ColumnExport(directory, spec) for spec in m.columns if spec.variable_length]
+    numeric = [spec for spec in m.columns if not spec.variable_length]
     bar = Progress(m.num_samples, "export-npy", unit="sample", enabled=progress)
     try:
         for chunk in range(m.num_chunks):
@@ -79,12 +116,18 @@ def export_npy(store, directory, *, overwrite: bool = False, progress: bool = Fa
             outputs[fmt.VALID][rows] = store.valid[rows]
             if ids is not None:
                 outputs[fmt.IDS][rows] = ids[rows]
+            for spec in numeric:
+                outputs[spec.array_name][rows] = store.column(spec.name, rows, allow_invalid=True)
+            for export in exports:
+                export.write(store, start, stop)
             for out in outputs.values():
                 out.flush()
             bar.update(stop - start)
     finally:
         bar.close()
         outputs.clear()  # unmaps the files
+        for export in exports:
+            export.close()
     metadata = {
         "exported_from": store.path,
         "num_samples": m.num_samples,
@@ -94,7 +137,7 @@ def export_npy(store, directory, *, overwrite: bool = False, progress: bool = Fa
         "arrays": {
             name: {"file": _file_name(name), "dtype": np.dtype(dtype).str, "shape": list(shape)}
             for name, (shape, dtype) in arrays.items()
-        },
+        } | {export.spec.array_name: export.entry for export in exports},
         "classes": list(m.classes) if m.classes is not None else None,
         "stats": m.stats,
         "encoder": m.encoder,
