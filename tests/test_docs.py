@@ -9,13 +9,16 @@ from tests.docs_code import python_blocks
 
 @pytest.fixture
 def imagenet_zarr(tmp_path, monkeypatch, latents_factory):
-    """A store named as the docs name it: 1,300 samples of (32, 8, 8) in chunks of 256, with flips."""
+    """A store named as the docs name it: 1,300 samples of (32, 8, 8) in chunks of 256, with flips and columns."""
     monkeypatch.chdir(tmp_path)
     x = latents_factory(1300, (32, 8, 8))
-    with latentstore.create("imagenet.zarr", 1300, (32, 8, 8), chunk_samples=256, flip=True) as writer:
+    columns = {"caption": "text", "width": "int32"}
+    with latentstore.create("imagenet.zarr", 1300, (32, 8, 8), chunk_samples=256, flip=True, columns=columns) as writer:
         for start in range(0, 1300, 256):
             block = slice(start, start + 256)
-            writer.write(start, x[block], labels=np.arange(1300)[block] % 10, flip_latents=-x[block])
+            rows = np.arange(1300)[block]
+            writer.write(start, x[block], labels=rows % 10, flip_latents=-x[block],
+                         columns={"caption": [f"photo {i}, ünïcode" for i in rows], "width": rows * 2})
     return latentstore.open("imagenet.zarr")
 
 
@@ -39,6 +42,9 @@ def test_reading_a_store_without_latentstore(imagenet_zarr):
     assert names["normalized"].tobytes() == store.read(rows, normalize=True)[0].tobytes()
     assert names["q"].tobytes() == store.codes(rows)[0].tobytes()  # tensorstore's read
     assert names["chunk"].tobytes() == store.codes(np.arange(768, 1024))[0].tobytes()
+    assert [str(c) for c in names["captions"]] == store.column("caption", rows)
+    assert names["widths"].tolist() == store.column("width", rows).tolist()
+    assert names["texts"] == store.column("caption", np.arange(768, 1024))
 
 
 # -- the other pages and the README ---------------------------------------------
