@@ -21,7 +21,7 @@ import latentstore  # noqa: E402
 from latentstore import cli  # noqa: E402
 from latentstore.encoding.backends import Backend, load_backend, save_tiny_model  # noqa: E402
 from latentstore.encoding.preprocess import Preprocessing  # noqa: E402
-from latentstore.encoding.sources import ImageFolderSource  # noqa: E402
+from latentstore.encoding.sources import ImageFolderSource, open_source  # noqa: E402
 from latentstore.errors import IncompatibleStoreError, StoreExistsError  # noqa: E402
 
 DATA = IMAGES
@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory):
 def image_tree(tmp_path_factory):
     """An ImageFolder tree: the sample photos' classes plus 'odd' and 'broken'."""
     root = tmp_path_factory.mktemp("images") / "tree"
-    shutil.copytree(PHOTOS, root)
+    shutil.copytree(PHOTOS, root, ignore=shutil.ignore_patterns("metadata.jsonl"))  # a plain ImageFolder tree
     for kind in ("odd", "broken"):
         shutil.copytree(DATA / kind, root / kind)
     return root
@@ -160,7 +160,7 @@ def test_limit_encodes_the_first_images(tmp_path, tiny_model):
     summary = latentstore.encode(PHOTOS, tmp_path / "l.zarr", model=tiny_model, workers=0, limit=3, **OPTIONS)
     store = latentstore.open(tmp_path / "l.zarr")
     assert len(store) == summary.samples == 3
-    assert store.metadata.source == ImageFolderSource(str(PHOTOS), limit=3).describe()
+    assert store.metadata.source == open_source(str(PHOTOS), limit=3).describe()
     assert store.metadata.source["limit"] == 3
 
 
@@ -262,3 +262,56 @@ def test_cli_help_explains_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--flip", "--class-list-from", "--resize", "--limit", "torchrun", "resumes"):
         assert option in text
+
+
+# -- captioned collections -------------------------------------------------------------
+def test_a_metadata_folder_encodes_its_captions_and_keeps_its_crops(tmp_path, tiny_model):
+    from tests.encoding.captioned import caption, sample_number, write_metadata_folder
+
+    rows = [{"file_name": f"{'cats' if k % 2 else 'dogs'}/{k:03d}.png", "caption": caption(k), "score": k / 4}
+            for k in range(10)]
+    rows.append({"file_name": "dogs/gone.png", "caption": "the file is missing", "score": 0.0})
+    folder = write_metadata_folder(tmp_path / "folder", rows, images={r["file_name"]: k for k, r in enumerate(rows[:10])})
+    out = tmp_path / "m.zarr"
+    summary = latentstore.encode(folder, out, model=tiny_model, workers=0, store_images="png", **OPTIONS)
+    assert summary.samples == 11 and summary.valid == 10
+    store = latentstore.open(out)
+    assert store.columns == {"caption": "text", "score": "float64", "image": "bytes"}
+    assert store.metadata.column("image").media_type == "image/png"
+    assert store.column("caption", range(10)) == [caption(k) for k in range(10)]
+    np.testing.assert_array_equal(store.column("score", range(10)), np.arange(10) / 4)
+    assert store.column("caption", 10, allow_invalid=True) == ""  # an invalid sample holds the placeholder
+    crops = store.column("image", range(10))
+    assert [sample_number(c) for c in crops] == list(range(10))
+    # the crop kept is exactly what the encoder saw
+    import io
+
+    from PIL import Image
+
+    expected = Preprocessing(resolution=RESOLUTION)(str(folder / rows[3]["file_name"]))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(crops[3]))), expected)
+    assert store.labels[:10].tolist() == [0 if k % 2 else 1 for k in range(10)]  # cats, dogs
+
+
+def test_decode_compare_falls_back_to_the_stored_crops(tmp_path, tiny_model, capsys):
+    from tests.encoding.captioned import caption, write_metadata_folder
+
+    folder = write_metadata_folder(tmp_path / "folder", [{"file_name": f"{k}.png", "caption": caption(k)} for k in range(3)])
+    out = tmp_path / "d.zarr"
+    latentstore.encode(folder, out, model=tiny_model, workers=0, store_images="jpeg:90", **OPTIONS)
+    shutil.rmtree(folder)
+    grid = tmp_path / "grid.png"
+    assert cli.main(["decode", str(out), "0", "1", "--out", str(grid), "--grid", "--compare", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "comparing with the jpeg:90 crops kept in the store" in captured.err and "PSNR" in captured.out
+    from latentstore.encoding.decoding import caption as tile_caption
+
+    assert tile_caption(latentstore.open(out), 1) == f"#1\n{caption(1)}"
+
+
+def test_source_options_need_a_source_path(tmp_path, tiny_model):
+    source = ImageFolderSource(str(PHOTOS))
+    with pytest.raises(ValueError, match="caption_key apply to a source path"):
+        latentstore.encode(source, tmp_path / "x.zarr", model=tiny_model, caption_key="txt", **OPTIONS)
+    with pytest.raises(latentstore.errors.SourceError, match="--store-images takes"):
+        latentstore.encode(PHOTOS, tmp_path / "y.zarr", model=tiny_model, store_images="gif", **OPTIONS)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.encoding.captioned import caption, sample_members, sample_number, write_shard
 from tests.paths import IMAGES, PHOTOS
 
 pytest.importorskip("torch")
@@ -35,7 +36,7 @@ def setup(tmp_path_factory):
     """(tiny model, an ImageFolder tree of the photos and the broken files)."""
     root = tmp_path_factory.mktemp("resume")
     tree = root / "tree"
-    shutil.copytree(PHOTOS, tree)
+    shutil.copytree(PHOTOS, tree, ignore=shutil.ignore_patterns("metadata.jsonl"))  # an ImageFolder tree
     shutil.copytree(DATA / "broken", tree / "broken")
     return save_tiny_model(root / "model", "dc", seed=4), tree
 
@@ -118,3 +119,76 @@ def test_a_refusal_on_rank_0_stops_every_rank(setup, straight, tmp_path):
     done = run(encode_command(tree, straight, model), launcher=TORCHRUN)
     assert done.returncode != 0
     assert "complete store" in done.stderr and "(raised on rank 0, which creates the store)" in done.stderr
+
+
+
+# -- a captioned collection: every caption stays beside its own latent ------------------
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """3 WebDataset shards of 7 samples; sample 4 has no caption, sample 9 a truncated image,
+    sample 15 non-UTF-8 text: 18 valid of 21."""
+    folder = tmp_path_factory.mktemp("shards")
+    for s in range(3):
+        members = []
+        for k in range(7 * s, 7 * s + 7):
+            sample = sample_members(k, meta={"number": k, "width": 100 + k})
+            if k == 4:
+                sample = [m for m in sample if not m[0].endswith(".txt")]
+            if k == 9:
+                sample[0] = (sample[0][0], sample[0][1][:40])
+            if k == 15:
+                sample[1] = (sample[1][0], b"caf\xe9 au lait")
+            members += sample
+        write_shard(folder / f"{s:05d}.tar", members)
+    return str(folder / "{00000..00002}.tar")
+
+
+def captioned_command(spec, out, model):
+    return [
+        "-m", "latentstore", "encode", spec, str(out), "--model", model, "--resolution", "64", "--chunk-samples", "4",
+        "--batch-size", "2", "--workers", "1", "--device", "cpu", "--no-progress", "--json-fields", "width:int64,number:int64",
+        "--store-images", "jpeg:95",
+    ]
+
+
+@pytest.fixture(scope="module")
+def captioned(setup, shards, tmp_path_factory):
+    model, _ = setup
+    out = tmp_path_factory.mktemp("captioned") / "c.zarr"
+    done = run(captioned_command(shards, out, model))
+    assert done.returncode == 0, done.stderr
+    assert "18 valid of 21, 3 failed" in done.stdout
+    return out
+
+
+def check_captions_beside_their_latents(path):
+    store = latentstore.open(path)
+    assert store.columns == {"caption": "text", "width": "int64", "number": "int64", "image": "bytes"}
+    valid = [i for i in range(len(store)) if store.valid[i]]
+    assert [i for i in range(21) if i not in valid] == [4, 9, 15]
+    numbers = store.column("number", valid).tolist()
+    assert numbers == valid  # the shard order is the store order
+    assert store.column("caption", valid) == [caption(k) for k in valid]
+    assert store.column("width", valid).tolist() == [100 + k for k in valid]
+    # the stored crop is the image this latent was encoded from
+    assert [sample_number(crop) for crop in store.column("image", valid)] == valid
+    assert store.ids(valid) == [f"{k // 7:05d}.tar/{k:09d}" for k in valid]
+    failures = {f["index"]: f["reason"] for f in store.metadata.extra["failures"]}
+    assert set(failures) == {4, 9, 15} and "UTF-8" in failures[15]
+
+
+def test_a_captioned_collection_resumes_and_runs_on_two_ranks_to_the_same_store(setup, shards, captioned, tmp_path):
+    check_captions_beside_their_latents(captioned)
+    model, _ = setup
+    killed_out = tmp_path / "k.zarr"
+    killed = run(captioned_command(shards, killed_out, model), kill_after=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (killed_out / "columns" / "caption" / "c").mkdir(parents=True, exist_ok=True)
+    (killed_out / "columns" / "caption" / "c" / "2").write_bytes(b"torn")  # chunk 2 died mid-write
+    resumed = run(captioned_command(shards, killed_out, model))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_store(captioned, killed_out)
+    two = tmp_path / "two.zarr"
+    done = run(captioned_command(shards, two, model), launcher=TORCHRUN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_store(captioned, two)

@@ -49,3 +49,36 @@ def test_command_line(store_path, capsys):
 def test_a_store_smaller_than_a_batch_is_a_clear_error(store_path):
     with pytest.raises(ValueError, match="lower --batch-size"):
         train_dit.train(store_path, steps=1, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def captioned_store(tmp_path_factory):
+    """24 synthetic latents with two caption columns; no classes."""
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("train-text") / "captioned.zarr"
+    columns = {"caption": "text", "caption_long": "text"}
+    with latentstore.create(path, 24, (4, 4, 4), chunk_samples=8, columns=columns) as writer:
+        for start in range(0, 24, 8):
+            rows = range(start, start + 8)
+            writer.write(start, (rng.standard_t(4, size=(8, 4, 4, 4)) * 1.7).astype(np.float32), columns={
+                "caption": [f"a {['red', 'green'][i % 2]} thing" for i in rows],
+                "caption_long": [f"a picture of a {['red', 'green'][i % 2]} thing, number {i} ✓" for i in rows]})
+    return path
+
+
+def test_text_conditioned_training_learns_from_the_captions(captioned_store, capsys):
+    options = dict(width=32, depth=2, heads=2)
+    torch.manual_seed(0)
+    initial = train_dit.TinyDiT((4, 4, 4), 0, text=True, **options).state_dict()
+    model, losses = train_dit.train(captioned_store, steps=6, batch_size=8, lr=1e-3, log_every=3,
+                                    captions=["caption", "caption_long"], **options)
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    changed = {name for name, value in model.state_dict().items() if not torch.equal(value, initial[name])}
+    assert {"text.bytes.weight", "text.layer.linear1.weight", "out.weight"} <= changed
+    with torch.no_grad():  # the conditioning depends on the text
+        a, b = model.text(["a red thing", "a green thing"])
+        assert not torch.allclose(a, b)
+    train_dit.main([str(captioned_store), "--steps", "1", "--batch-size", "4", "--device", "cpu", "--width", "16",
+                    "--depth", "1", "--captions", "caption"])
+    with pytest.raises(ValueError, match="text columns"):
+        train_dit.train(captioned_store, steps=1, batch_size=4, captions=["nope"])

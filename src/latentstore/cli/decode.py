@@ -15,13 +15,15 @@ from latentstore.encoding.decoding import (
     decode,
     load_decoder,
     source_crops,
+    stored_crops,
 )
 from latentstore.store.reader import LatentStore
 
 COMMAND_HELP = (
     "Decode samples of a store back to images with the store's recorded autoencoder (or --model): "
     "one PNG per sample, or one grid PNG (--grid) with the class name under each tile. --compare puts "
-    "the source image's preprocessed crop beside each reconstruction and prints PSNR and SSIM."
+    "the source image's preprocessed crop beside each reconstruction and prints PSNR and SSIM (the crops "
+    "kept by encode --store-images when the source images are not at hand)."
 )
 
 
@@ -70,9 +72,17 @@ def run(args) -> int:
     images = decode(store, indices, flip=args.flip, backend=backend)
     captions = [caption(store, int(r)) for r in rows]
 
-    crops = None
+    crops, title = None, "source crop"
     if args.compare:
         crops, why = source_crops(store, rows, flip=args.flip)
+        if crops is None:
+            crops, kept = stored_crops(store, rows, flip=args.flip)
+            if crops is None:
+                why = f"{why}, and {kept}"
+            else:
+                title = f"stored crop ({kept})"
+                print(f"the source images are not at hand ({why}); comparing with the {kept} crops kept in the store",
+                      file=sys.stderr)
         if crops is not None and crops.shape != images.shape:
             crops, why = None, f"the source crops are {crops.shape[1:3]}, the decoded images {images.shape[1:3]}"
         if crops is None:
@@ -86,7 +96,7 @@ def run(args) -> int:
             decoded = range(1, len(texts), 2) if crops is not None else range(len(texts))
             texts = [f"{t}\nRANDOM MODEL" if k in decoded else t for k, t in enumerate(texts)]
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        make_grid(tiles, texts, columns=columns, column_titles=["source crop", "decoded"] if crops is not None else None).save(args.out)
+        make_grid(tiles, texts, columns=columns, column_titles=[title, "decoded"] if crops is not None else None).save(args.out)
         print(f"wrote {args.out} ({len(images)} samples)")
         return 0
     os.makedirs(args.out, exist_ok=True)
@@ -97,7 +107,7 @@ def run(args) -> int:
 
             Image.fromarray(images[k]).save(path)
         else:
-            make_grid(np.stack([crops[k], images[k]]), ["source crop", captions[k]], columns=2).save(path)
+            make_grid(np.stack([crops[k], images[k]]), [title, captions[k]], columns=2).save(path)
     print(f"wrote {len(rows)} PNG files to {args.out}")
     return 0
 

@@ -1,9 +1,11 @@
 """``latentstore demo``: the whole pipeline on the photos shipped with the project.
 
-Encodes the 16 sample photos (an ImageFolder tree in ``latentstore/data``)
-into a store, reads it back, decodes it, and writes ``grid.png``: for each
-photo the original crop, the decoding of its float32 latents, and the
-decoding of the int8 latents from the store, with PSNR under each. It prints
+Encodes the 16 sample photos (class folders in ``latentstore/data/photos``,
+captioned by its ``metadata.jsonl``, the Hugging Face ImageFolder convention)
+into a captioned store, shows it as ``latentstore info`` does, reads it back,
+decodes it, and writes ``grid.png``: for each photo the original crop with its
+caption, the decoding of its float32 latents, and the decoding of the int8
+latents from the store, with PSNR under each. It prints
 what each image costs in bytes as JPEG, as float32 latents and in the store.
 
 It uses SANA's DC-AE when it can be loaded. Without it (no network, no local
@@ -102,9 +104,12 @@ def run_demo(out, *, model: str | None = None, device=None, dtype=None, resoluti
         overwrite=True,
     )
     _say(str(summary))
+    store = LatentStore(out / "photos.zarr")
+    _say("   the store, as 'latentstore info' shows it (the captions of photos/metadata.jsonl are its columns):")
+    for line in info.format_text(info.describe(store)).splitlines():
+        _say(f"   | {line}")
 
     _say("2. reading the store back and decoding")
-    store = LatentStore(out / "photos.zarr")
     indices = np.flatnonzero(store.valid)
     crops, why_not = source_crops(store, indices)
     if crops is None:
@@ -123,8 +128,11 @@ def run_demo(out, *, model: str | None = None, device=None, dtype=None, resoluti
     classes = store.classes or ()
     warning = "\nRANDOM MODEL: meaningless" if random_model else ""
     captions = []
+    texts = store.column("caption", indices) if "caption" in store.columns else [""] * len(indices)
     for i, row in enumerate(indices):
         name = classes[store.labels[row]] if store.labels[row] >= 0 else f"#{row}"
+        if texts[i]:
+            name = f"{name}: {texts[i]}"
         captions += [
             name,
             f"PSNR {psnr_float[i]:.1f} dB{warning}",
@@ -139,7 +147,7 @@ def run_demo(out, *, model: str | None = None, device=None, dtype=None, resoluti
     grid_path = out / "grid.png"
     grid.save(grid_path)
 
-    jpeg_bytes = np.mean([p.stat().st_size for p in photos.rglob("*") if p.is_file()])
+    jpeg_bytes = np.mean([p.stat().st_size for p in photos.rglob("*.JPEG")])
     latent_values = int(np.prod(store.latent_shape))
     store_bytes = info.bytes_on_disk(store.path) / len(store)
     costs = {

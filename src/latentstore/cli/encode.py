@@ -13,7 +13,13 @@ diffusers AutoencoderDC / AutoencoderKL).
 
 SOURCE is an ImageFolder tree (labels = sorted class folders), a folder or
 glob with --labels CSV, a Hugging Face save_to_disk folder or parquet files,
-or a plain folder of images (labels -1). OUT is the store directory.
+WebDataset tar shards (a .tar, a folder of them, or a brace pattern such as
+'shards/{00000..00127}.tar', local or any fsspec URL), a folder with a
+metadata.jsonl / metadata.csv (Hugging Face ImageFolder), or a plain folder of
+images (labels -1). OUT is the store directory.
+
+Captions and other per-sample fields become columns of the store, read beside
+the latents (store.read(..., columns=["caption"]), LatentLoader(columns=...)).
 
 Rerunning the same command after a crash, a kill or Ctrl-C resumes at the
 first unfinished chunk; the result is byte-identical to an uninterrupted run.
@@ -28,6 +34,8 @@ examples:
   latentstore encode 'imagenet/val/*.JPEG' imagenet-val.zarr \\
       --labels LOC_val_solution.csv --class-list-from imagenet-train.zarr
   torchrun --nproc-per-node 8 -m latentstore encode imagenet/train imagenet-train.zarr
+  latentstore encode 'cc12m/{00000..01242}.tar' cc12m.zarr --json-fields width,height --store-images jpeg:95
+  latentstore encode my-photos/ photos.zarr          # my-photos/metadata.jsonl: file_name, caption, ...
 """
 
 
@@ -63,6 +71,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     images.add_argument("--labels", default=None, help="CSV of 'filename,label' rows for a folder or glob SOURCE")
     images.add_argument("--class-list-from", default=None, metavar="STORE", help="number class names as in this existing store (e.g. the train store for val)")
     images.add_argument("--limit", type=int, default=None, metavar="N", help="encode only the first N images (for trials)")
+
+    columns = parser.add_argument_group("captions and columns")
+    columns.add_argument(
+        "--caption-key", "--text-column", dest="caption_key", default=None, metavar="KEY",
+        help="WebDataset: the caption member's extension (default txt, stored as column 'caption'); metadata folder "
+             "or Hugging Face dataset: the text column every sample needs (a sample without it is invalid)",
+    )
+    columns.add_argument(
+        "--json-fields", default=None, metavar="F[:KIND],...",
+        help="WebDataset: fields of each sample's .json to keep as columns, e.g. width:int64,height:int64,aesthetic "
+             "(KIND int64, float64 (default) or text)",
+    )
+    columns.add_argument(
+        "--columns", default=None, metavar="A,B,...",
+        help="metadata folder or Hugging Face dataset: the columns to carry (default: every text and numeric column)",
+    )
+    columns.add_argument(
+        "--store-images", default=None, metavar="FORMAT[:Q]",
+        help="keep each preprocessed crop in the bytes column 'image': jpeg:95, png or webp:90 (for REPA-style "
+             "recipes and decode --compare without the source)",
+    )
 
     store = parser.add_argument_group("store")
     store.add_argument("--flip", action="store_true", help="also store the latents of the horizontally flipped images (flip/)")

@@ -8,7 +8,8 @@ The latents are decoded exactly as stored: dequantized, unscaled, never
 normalised. The model is the one recorded in the store's ``encoder``
 metadata (pinned to its recorded revision) unless another is given.
 :func:`source_crops` finds the images the samples were encoded from and
-preprocesses them the way the encoder did, for side-by-side comparison.
+preprocesses them the way the encoder did, for side-by-side comparison;
+:func:`stored_crops` reads the crops ``encode --store-images`` kept instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from latentstore.store.reader import LatentStore
 #: Samples decoded together: bounds the decoder's activation memory.
 DECODE_BATCH = 8
 #: Source kinds whose ids are file paths relative to the source root.
-FILE_SOURCES = ("imagefolder", "labeled", "unlabeled")
+FILE_SOURCES = ("imagefolder", "labeled", "unlabeled", "metadata")
 DEFAULT_COUNT = 8
 
 RANDOM_MODEL_BANNER = "\n".join(
@@ -135,6 +136,28 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str 
     return (crops[:, :, ::-1] if flip else crops), None
 
 
+def stored_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str]:
+    """The crops kept by ``encode --store-images`` (n, H, W, 3), and what they are (``"jpeg:95"``);
+    ``(None, why not)`` when the store has none."""
+    import io
+
+    from PIL import Image
+
+    from latentstore.encoding.preprocess import IMAGE_COLUMN
+
+    store = _open(store)
+    spec = next((c for c in store.metadata.columns if c.name == IMAGE_COLUMN), None)
+    if spec is None or not (spec.media_type or "").startswith("image/"):
+        return None, "the store keeps no crops (encode with --store-images to keep them)"
+    rows = np.atleast_1d(np.asarray(indices, dtype=np.int64)) % max(len(store), 1)
+    try:
+        crops = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                          for data in store.column(IMAGE_COLUMN, rows, allow_invalid=True)])
+    except (OSError, ValueError) as exc:
+        return None, f"the stored crops cannot be decoded: {exc}"
+    return (crops[:, :, ::-1] if flip else crops), spec.attributes.get("stored_crops", spec.media_type)
+
+
 class _Unreachable(Exception):
     pass
 
@@ -161,12 +184,23 @@ def _source_images(source: dict, rows: np.ndarray, ids: list[str]) -> list:
     raise _Unreachable(f"source kind {kind!r} cannot be read back")
 
 
+#: The text column a grid shows under each tile, when the store has one.
+CAPTION_COLUMN = "caption"
+
+
 def caption(store: LatentStore, index: int) -> str:
-    """'#index class name' (or the label number, when the store has no class names)."""
+    """'#index class name' (or the label number, when the store has no class names), then the
+    sample's caption on the next line when the store has a ``caption`` text column."""
     label = int(store.labels[index])
     classes = store.metadata.classes
     if label < 0:
-        return f"#{index}"
-    if classes is not None and label < len(classes):
-        return f"#{index} {classes[label]}"
-    return f"#{index} label {label}"
+        title = f"#{index}"
+    elif classes is not None and label < len(classes):
+        title = f"#{index} {classes[label]}"
+    else:
+        title = f"#{index} label {label}"
+    if store.columns.get(CAPTION_COLUMN) == "text":
+        text = store.column(CAPTION_COLUMN, index, allow_invalid=True)
+        if text:
+            return f"{title}\n{text}"
+    return title

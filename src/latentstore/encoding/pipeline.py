@@ -195,25 +195,48 @@ class _CropBatch:
 
     ``pixels`` holds the (R, R, 3) uint8 crops of the samples where ``ok``
     is true, in order; ``reasons`` maps the others' indices to why they
-    failed. DataLoader pins it through :meth:`pin_memory`.
+    failed; ``fields`` holds the source's columns (and the stored crops) of
+    every sample. DataLoader pins it through :meth:`pin_memory`.
     """
 
     start: int
     ok: np.ndarray
     pixels: torch.Tensor  # noqa: F821
     reasons: dict[int, str]
+    #: Column name -> one value per sample of the batch (a placeholder where the sample failed).
+    fields: dict[str, list] = field(default_factory=dict)
 
     def pin_memory(self) -> _CropBatch:
         return dataclasses.replace(self, pixels=self.pixels.pin_memory())
 
 
+def placeholder(kind: str):
+    """The value a column holds for a sample that failed: "", b"", NaN or 0."""
+    return {fmt.TEXT: "", fmt.BYTES: b""}.get(kind, np.nan if kind.startswith("float") else 0)
+
+
+def store_columns(source, stored_crops) -> list[fmt.ColumnSpec]:
+    """The store's columns: the source's, then the stored crops."""
+    specs = [fmt.ColumnSpec(name, kind) for name, kind in source.columns.items()]
+    if stored_crops is not None:
+        from latentstore.encoding.preprocess import IMAGE_COLUMN
+
+        if IMAGE_COLUMN in source.columns:
+            raise SourceError(f"the source already has a column {IMAGE_COLUMN!r}; drop it from the columns to store the crops")
+        specs.append(fmt.ColumnSpec(IMAGE_COLUMN, fmt.BYTES, media_type=stored_crops.media_type,
+                                    attributes={"stored_crops": str(stored_crops)}))
+    return specs
+
+
 class _CropBatches:
     """A map-style dataset: item k is the :class:`_CropBatch` of ``ranges[k]``."""
 
-    def __init__(self, source, preprocessing, ranges: list[tuple[int, int]]):
+    def __init__(self, source, preprocessing, ranges: list[tuple[int, int]], columns=(), stored_crops=None):
         self.source = source
         self.preprocessing = preprocessing
         self.ranges = ranges
+        self.columns = list(columns)
+        self.stored_crops = stored_crops
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -228,17 +251,26 @@ class _CropBatches:
         pixels = np.empty((stop - start, resolution, resolution, 3), np.uint8)
         ok = np.zeros(stop - start, bool)
         reasons = {}
+        fields: dict[str, list] = {spec.name: [placeholder(spec.kind)] * (stop - start) for spec in self.columns}
         for i in range(start, stop):
             try:
+                values = self.source.read_fields(i) if self.source.columns else {}
                 raw, _ = self.source.read(i)
-                pixels[int(ok.sum())] = self.preprocessing(raw)
+                crop = pixels[int(ok.sum())]
+                crop[...] = self.preprocessing(raw)
+                if self.stored_crops is not None:
+                    from latentstore.encoding.preprocess import IMAGE_COLUMN
+
+                    values = {**values, IMAGE_COLUMN: self.stored_crops.encode(crop)}
             except ImageDecodeError as e:
                 reasons[i] = e.reason
             except MemoryError:  # one image too big for this machine is one failed sample, not the run
                 reasons[i] = "decoding it needs more memory than this process has"
             else:
                 ok[i - start] = True
-        return _CropBatch(start, ok, torch.from_numpy(pixels[: int(ok.sum())]), reasons)
+                for name, column in fields.items():
+                    column[i - start] = values[name]
+        return _CropBatch(start, ok, torch.from_numpy(pixels[: int(ok.sum())]), reasons, fields)
 
 
 def _batch_ranges(metadata: fmt.StoreMetadata, chunks: list[int], batch_size: int) -> list[tuple[int, int]]:
@@ -293,6 +325,7 @@ class _Chunk:
         ]
         self.valid = np.zeros(n, bool)
         self.reasons = np.full(n, "", dtype=object)
+        self.columns = {spec.name: [placeholder(spec.kind)] * n for spec in metadata.columns}
         self.filled = 0
 
     @property
@@ -314,6 +347,9 @@ class _Chunk:
         """Record the batch's undecodable images; the batch is then done."""
         for index, reason in batch.reasons.items():
             self.reasons[index - self.start] = reason
+        offset = batch.start - self.start
+        for name, values in batch.fields.items():
+            self.columns[name][offset : offset + len(values)] = values
         self.filled += len(batch.ok)
 
     def write(self, writer, source) -> None:
@@ -325,6 +361,7 @@ class _Chunk:
             flip_codes=self.codes[1] if len(self.codes) > 1 else None,
             ids=[printable(name) for name in source.ids[self.start : self.stop]],
             failures=self.reasons,
+            columns=self.columns or None,
         )
 
 
@@ -332,14 +369,15 @@ def _read_failures(writer, source) -> list[Failure]:
     return [Failure(index, printable(source.ids[index]), reason) for index, reason in sorted(writer.failure_reasons().items())]
 
 
-def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed, progress) -> None:
+def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size, workers, granularity, sample_seed,
+                   progress, stored_crops=None) -> None:
     import torch
     from torch.utils.data import DataLoader
 
     m = writer.metadata
     ranges = _batch_ranges(m, chunks, batch_size)
     loader = DataLoader(
-        _CropBatches(source, preprocessing, ranges),
+        _CropBatches(source, preprocessing, ranges, m.columns, stored_crops),
         batch_size=None,
         num_workers=workers,
         pin_memory=backend.device.type == "cuda",
@@ -418,6 +456,10 @@ def encode(
     sample: bool = False,
     seed: int = 0,
     granularity: str = "sample",
+    caption_key: str | None = None,
+    json_fields: str | None = None,
+    columns: str | None = None,
+    store_images: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> EncodeSummary:
@@ -428,7 +470,11 @@ def encode(
     or a plain folder; see :func:`latentstore.encoding.sources.open_source`) or a
     :class:`~latentstore.encoding.sources.Source`. ``class_list_from`` numbers class
     names as in an existing store (ImageNet val against the train store);
-    ``limit`` keeps the first N images.
+    ``limit`` keeps the first N images. ``caption_key``, ``json_fields`` and
+    ``columns`` pick the per-sample columns a captioned source carries into
+    the store (WebDataset shards, a folder with ``metadata.jsonl``, a Hugging
+    Face dataset; see ``open_source``); ``store_images`` (``"jpeg:95"``,
+    ``"png"``) keeps each preprocessed crop in the bytes column ``image``.
 
     ``model`` is a Hugging Face id (default SANA's DC-AE
     ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``) or a local
@@ -462,27 +508,34 @@ def encode(
                        batch_size=batch_size, workers=workers, device=device, dtype=dtype, flip=flip,
                        chunk_samples=chunk_samples, labels=labels, class_list_from=class_list_from,
                        limit=limit, resize=resize, draft=draft, sample=sample, seed=seed,
-                       granularity=granularity, overwrite=overwrite, progress=progress)
+                       granularity=granularity, overwrite=overwrite, progress=progress,
+                       source_options={"caption_key": caption_key, "json_fields": json_fields, "columns": columns},
+                       store_images=store_images)
     finally:
         world.leave()
 
 
 def _encode(world: _World, source, out, *, model, revision, resolution, batch_size, workers, device, dtype, flip,
             chunk_samples, labels, class_list_from, limit, resize, draft, sample, seed, granularity, overwrite,
-            progress) -> EncodeSummary:
+            progress, source_options, store_images) -> EncodeSummary:
     from latentstore.encoding.backends import DEFAULT_MODEL, load_backend
-    from latentstore.encoding.preprocess import Preprocessing
+    from latentstore.encoding.preprocess import Preprocessing, StoredCrops
     from latentstore.encoding.sources import Source, open_source
     from latentstore.inspection.info import bytes_on_disk
     from latentstore.store import writer as writer_module
 
     started = time.perf_counter()
+    source_options = {k: v for k, v in source_options.items() if v is not None}
     if isinstance(source, Source):
-        if labels is not None or class_list_from is not None or limit is not None:
-            raise ValueError("labels, class_list_from and limit apply to a source path; open the Source with them instead")
+        if labels is not None or class_list_from is not None or limit is not None or source_options:
+            raise ValueError(
+                f"{', '.join(['labels, class_list_from, limit', *source_options])} apply to a source path; "
+                "open the Source with them instead"
+            )
     else:
         class_list = _class_list_from(class_list_from) if class_list_from is not None else None
-        source = open_source(os.fspath(source), labels=labels, class_list=class_list, limit=limit)
+        source = open_source(os.fspath(source), labels=labels, class_list=class_list, limit=limit, **source_options)
+    stored_crops = None if store_images is None else StoredCrops.parse(store_images)
     preprocessing = Preprocessing(resolution=resolution, resize=resize, draft=draft)
     backend = load_backend(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, sample=sample, seed=seed)
     settings = dict(
@@ -494,6 +547,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
         flip=flip,
         ids=True,
         failures=True,
+        columns=store_columns(source, stored_crops),
     )
     latent_shape = backend.latent_shape(resolution)
     out = os.fspath(out)
@@ -529,6 +583,7 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
             granularity=m.quant.granularity,
             sample_seed=seed,
             progress=bar,
+            stored_crops=stored_crops,
         )
     except KeyboardInterrupt:
         bar.close()

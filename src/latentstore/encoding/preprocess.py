@@ -340,3 +340,49 @@ def pixels_to_unit(x: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {x.dtype}")
     return x.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+#: ``encode --store-images`` formats: name -> (Pillow format, media type, default quality).
+CROP_FORMATS = {"jpeg": ("JPEG", "image/jpeg", 95), "png": ("PNG", "image/png", None), "webp": ("WEBP", "image/webp", 95)}
+#: The column that holds the stored crops.
+IMAGE_COLUMN = "image"
+
+
+@dataclass(frozen=True)
+class StoredCrops:
+    """How the preprocessed crops are kept beside their latents: ``"jpeg:95"``, ``"png"``, ``"webp:90"``.
+
+    The crop is exactly what the autoencoder encoded (after resize and
+    centre crop), so a training recipe that needs pixels beside the latent
+    (REPA) or ``decode --compare`` gets them without the source images.
+    """
+
+    format: str = "jpeg"
+    quality: int | None = 95
+
+    @classmethod
+    def parse(cls, spec: str) -> StoredCrops:
+        name, _, quality = str(spec).partition(":")
+        name = name.lower()
+        if name not in CROP_FORMATS:
+            raise SourceError(f"--store-images takes {', '.join(CROP_FORMATS)} (with ':QUALITY' for jpeg/webp), got {spec!r}")
+        default = CROP_FORMATS[name][2]
+        if not quality:
+            return cls(name, default)
+        if default is None or not quality.isdigit() or not 1 <= int(quality) <= 100:
+            raise SourceError(f"the quality in {spec!r} must be an integer 1-100, and only jpeg and webp take one")
+        return cls(name, int(quality))
+
+    @property
+    def media_type(self) -> str:
+        return CROP_FORMATS[self.format][1]
+
+    def __str__(self) -> str:
+        return self.format if self.quality is None else f"{self.format}:{self.quality}"
+
+    def encode(self, pixels: np.ndarray) -> bytes:
+        """The file bytes of one (H, W, 3) uint8 crop."""
+        buffer = io.BytesIO()
+        options = {} if self.quality is None else {"quality": self.quality}
+        Image.fromarray(pixels).save(buffer, CROP_FORMATS[self.format][0], **options)
+        return buffer.getvalue()

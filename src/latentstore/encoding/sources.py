@@ -38,7 +38,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latentstore._filesystem import read_regular
-from latentstore.errors import ImageDecodeError, SourceError
+from latentstore.errors import FormatError, ImageDecodeError, SourceError
+from latentstore.format import ColumnSpec
 
 __all__ = [
     "COLUMN_KINDS",
@@ -189,7 +190,7 @@ class Source(ABC):
             "count": len(self),
             "limit": self.limit,
             "num_classes": None if self.classes is None else len(self.classes),
-            "ids_sha256": self.ids.sha256(),
+            "ids_sha256": self.ids.sha256(),  # type: ignore[attr-defined]  # a _PackedStrings
             "labels_sha256": hashlib.sha256(self.labels.astype("<i4").tobytes()).hexdigest(),
         }
         if self.columns:  # absent without columns: descriptions stored before columns existed still match
@@ -238,6 +239,24 @@ def _column_names(value: str | Sequence[str] | None, what: str) -> list[str] | N
     return names
 
 
+_NAME_RULE = "letters, digits, '_', '.' or '-', up to 128, not starting with a digit, '.' or '-'"
+
+
+def _storable_name(name: str) -> bool:
+    """Whether ``name`` can name a store's column (the format's rule)."""
+    try:
+        ColumnSpec(name, "text")
+    except FormatError:
+        return False
+    return True
+
+
+def _check_column_name(name: str, what: str) -> str:
+    if not _storable_name(name):
+        raise SourceError(f"{what} {name!r} cannot name a store column ({_NAME_RULE})")
+    return name
+
+
 def _check_text(value: str, what: str, where: str | None) -> str:
     """``value``, if it can be stored as UTF-8 (a JSON ``\\ud800`` escape cannot)."""
     try:
@@ -257,7 +276,7 @@ def _scan_images(root: str) -> list[str]:
     Hidden files and folders (a leading '.') are skipped; folders reached
     again through a symlink are not walked twice.
     """
-    found = []
+    found: list[str] = []
     seen = set()  # (device, inode) of every folder walked: a symlink loop is walked once
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
@@ -322,7 +341,8 @@ class ImageFolderSource(_FileSource):
             classes, index = folders, {name: k for k, name in enumerate(folders)}
         else:
             classes, index = list(class_list), _class_index(folders, class_list, "class folders are")
-        ids, labels = [], []
+        ids: list[str] = []
+        labels: list[int] = []
         for name in folders:
             files = _scan_images(os.path.join(root, name))
             ids.extend(f"{name}/{f}" for f in files)
@@ -474,7 +494,7 @@ class LabeledFolderSource(_FileSource):
             classes = list(class_list) if class_list is not None else names
             index = _class_index(names, classes, "label names are")
         else:
-            classes = None if class_list is None else list(class_list)
+            classes = None if class_list is None else list(class_list)  # type: ignore[assignment]
             index = {}
         top = len(classes) if classes is not None else None
         labels = np.empty(len(ids), np.int32)
@@ -518,10 +538,10 @@ def _manifest_rows(path: str, raw: bytes) -> tuple[list[str], list[tuple[int, di
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise SourceError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); save the manifest as UTF-8") from None
+        where = raw[: e.start].count(b"\n") + 1
+        raise SourceError(f"{path}:{where}: not valid UTF-8 (byte {e.start}); save the manifest as UTF-8") from None
     names: dict[str, None] = {}
-    rows = []
+    rows: list[tuple[int, dict]] = []
     if path.endswith(".jsonl"):
         for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
             if not line.strip():
@@ -676,7 +696,8 @@ class MetadataFolderSource(Source):
         names, rows = _manifest_rows(path, raw)
         del raw
 
-        ids, first_line = [], {}
+        ids: list[str] = []
+        first_line: dict[str, int] = {}
         for number, row in rows:
             rel = _manifest_path(row.get("file_name"))
             if rel is None:
@@ -695,6 +716,7 @@ class MetadataFolderSource(Source):
 
         self.label_column = label_column
         self.caption_key = caption_key or None
+        self.labels_from: str | None = None  # 'column', 'folders' or None
         self.requested_columns = wanted
         if label_column is not None and label_column in names:
             labels, classes = _manifest_labels(path, rows, label_column, class_list, from_csv)
@@ -708,13 +730,15 @@ class MetadataFolderSource(Source):
         else:
             labels = np.full(len(ids), -1, np.int32)
             classes = None if class_list is None else list(class_list)
-            self.labels_from = None
 
         reserved = {"file_name", label_column}
         kinds: dict[str, str] = {}
         self.skipped_columns: dict[str, str] = {}
         for name in names:
             if name in reserved or not name:
+                continue
+            if not _storable_name(name):
+                self.skipped_columns[name] = f"its name cannot name a store column ({_NAME_RULE})"
                 continue
             values = [row.get(name, _ABSENT) for _, row in rows]
             if name == self.caption_key:
@@ -836,17 +860,16 @@ def _manifest_labels(path: str, rows: list[tuple[int, dict]], column: str, class
         names = sorted({v for v in values if isinstance(v, str)})
         classes = names if class_list is None else list(class_list)
         index = _class_index(names, classes, "label names are")
-        return np.array([-1 if v is None else index[v] for v in values], np.int32), classes
-    classes = None if class_list is None else list(class_list)
-    top = (1 << 31) if classes is None else len(classes)
+        return np.array([-1 if v is None else index[str(v)] for v in values], np.int32), classes
+    top = (1 << 31) if class_list is None else len(class_list)
     for (number, _), v in zip(rows, values):
-        if v is not None and not -1 <= v < top:
+        if isinstance(v, int) and not -1 <= v < top:
             raise SourceError(
                 f"{path}:{number}: label {v} is out of range"
-                + (f" for {top} classes" if classes is not None else "")
+                + (f" for {top} classes" if class_list is not None else "")
                 + "; labels run from 0 (or -1 for unknown)"
             )
-    return np.array([-1 if v is None else v for v in values], np.int32), classes
+    return np.array([-1 if v is None else v for v in values], np.int32), None if class_list is None else list(class_list)
 
 
 class HFDatasetSource(Source):
@@ -885,7 +908,7 @@ class HFDatasetSource(Source):
         limit = _check_limit(limit)
         self.image_column = image_column
         self.label_column = label_column
-        self.text_column = text_column
+        self.text_column = text_column = text_column or None
         wanted = _column_names(columns, "columns") or []
         root, self._files, self._format, features = _hf_files(path)
         self._cache: dict[Any, Any] = {}
@@ -907,6 +930,7 @@ class HFDatasetSource(Source):
                 )
             if column in (image_column, label_column):
                 raise SourceError(f"{column!r} is the dataset's image or label column; it cannot be a column too")
+            _check_column_name(column, "column")
             kind = _arrow_kind(schema.field(column).type)
             if column == text_column and kind != "text":
                 raise SourceError(
@@ -980,7 +1004,7 @@ class HFDatasetSource(Source):
         for u in range(len(self._units)):
             if self._starts[u] >= count:
                 break
-            column = self._unit_column(u, self.label_column)
+            column = self._unit_column(u, self.label_column)  # type: ignore[arg-type]  # not None here
             values = column.to_numpy(zero_copy_only=False) if column.null_count == 0 else np.array(
                 [-1 if v is None else v for v in column.to_pylist()]
             )
@@ -1165,6 +1189,8 @@ def _entry_is(entry: os.DirEntry, test) -> bool:
 def _detect(spec: str, labels: str | None) -> str:
     if labels is not None:
         return "labeled"
+    if _is_url(spec) and spec.endswith(".parquet"):
+        raise SourceError(f"Hugging Face datasets are read from local paths only; download {spec!r} first")
     if _is_url(spec) or _looks_like_shards(spec):
         return "webdataset"  # the only kind read from URLs
     if glob.has_magic(spec):
@@ -1256,7 +1282,7 @@ def open_source(
     if _is_url(spec) and kind != "webdataset":
         raise SourceError(f"a {kind!r} source is read from local paths only; only WebDataset shards can be read from {spec!r}")
     if kind == "labeled":
-        return LabeledFolderSource(spec, labels, class_list, limit=limit)
+        return LabeledFolderSource(spec, labels, class_list, limit=limit)  # type: ignore[arg-type]  # checked above
     if kind == "imagefolder":
         return ImageFolderSource(spec, class_list=class_list, limit=limit)
     if kind == "metadata":
