@@ -148,6 +148,7 @@ cdef inline void _dequantize_row(
     out_t* out,
     Py_ssize_t channels,
     Py_ssize_t pixels,
+    Py_ssize_t source_pixels,
     bint normalize,
     float scaling_factor,
     const float* mean,
@@ -161,8 +162,8 @@ cdef inline void _dequantize_row(
     cdef out_t* dst
     cdef float s = 0, m = 0, d = 1, v
     for c in range(channels):
-        src = <const int8_t*>codes + c * pixels
-        usrc = <const uint8_t*>codes + c * pixels
+        src = <const int8_t*>codes + c * source_pixels
+        usrc = <const uint8_t*>codes + c * source_pixels
         dst = out + c * pixels
         if normalize:
             m = mean[c]
@@ -206,16 +207,22 @@ def gather_dequantize(
     const float[::1] std=None,
     float multiplier=1.0,
     int num_threads=1,
+    Py_ssize_t source_pixels=0,
 ):
     """out[i] = dequantize(row rows[i]) for rows spread over equal chunks.
 
     Row r lives at ``chunk_addresses[r // chunk_rows] + (r % chunk_rows) *
     row_bytes``; its scales are ``scales[r]`` (absmax) unless ``lut`` is
-    given (affine: value = lut[code]).
+    given (affine: value = lut[code]). A stored row holds ``source_pixels``
+    codes per channel (default: the output's pixels); the first ``pixels`` of
+    each channel are read (a bucketed store's rows are padded to the largest
+    bucket).
     """
     cdef Py_ssize_t i, row
     cdef Py_ssize_t channels = out.shape[1], pixels = out.shape[2]
-    cdef Py_ssize_t row_bytes = channels * pixels
+    if source_pixels == 0:
+        source_pixels = pixels
+    cdef Py_ssize_t row_bytes = channels * source_pixels
     cdef Py_ssize_t num_scales = scales.shape[1] if lut is None else 0
     cdef const float* lut_ptr = NULL if lut is None else &lut[0]
     cdef const float* mean_ptr = NULL
@@ -234,7 +241,7 @@ def gather_dequantize(
         scale_ptr = NULL if lut_ptr != NULL else &scales[row, 0]
         _dequantize_row(
             src, scale_ptr, num_scales, lut_ptr, &out[i, 0, 0],
-            channels, pixels, normalize, scaling_factor, mean_ptr, std_ptr, multiplier,
+            channels, pixels, source_pixels, normalize, scaling_factor, mean_ptr, std_ptr, multiplier,
         )
 
 

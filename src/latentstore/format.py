@@ -22,8 +22,9 @@ from latentstore._version import __version__
 from latentstore.errors import FormatError, FormatVersionError
 
 #: The newest version this library reads and writes. Version 2 adds per-sample
-#: columns; a store is written with the lowest version that describes it, so a
-#: store without columns is still version 1 and opens with older readers.
+#: columns and aspect-ratio buckets; a store is written with the lowest version
+#: that describes it, so a store with neither is still version 1 and opens with
+#: older readers.
 FORMAT_VERSION = 2
 ATTRIBUTE_KEY = "latentstore"
 
@@ -36,6 +37,8 @@ FLIP_SCALES = "flip/scales"
 IDS = "ids"
 FAILURES = "failures"
 COLUMNS = "columns"
+BUCKETS = "buckets"
+CROP_BOXES = "crop_boxes"
 
 #: Column kinds: variable-length text (UTF-8) and bytes, or a numeric dtype.
 TEXT, BYTES = "text", "bytes"
@@ -246,9 +249,91 @@ def column_specs(columns) -> tuple[ColumnSpec, ...]:
     return specs
 
 
-def version_for(columns) -> int:
-    """The lowest format version that describes a store with these columns."""
-    return 2 if columns else 1
+def version_for(columns, buckets=None) -> int:
+    """The lowest format version that describes a store with these columns and buckets."""
+    return 2 if columns or buckets is not None else 1
+
+
+#: Bucket tables: buckets whose area is at least this share of the base area, aspect ratios up to 4:1.
+DEFAULT_MIN_AREA = 0.9
+DEFAULT_MAX_ASPECT = 4.0
+MAX_BUCKETS = 1 << 12
+
+
+@dataclass(frozen=True)
+class BucketTable:
+    """The latent shapes (h, w) of a multi-aspect store, in latent units (pixels / compression).
+
+    Sample i's latent is ``shapes[bucket_i]``; it is stored in a row of
+    ``(C, max_tokens)`` codes, channel c's h*w tokens (row-major) at
+    ``[c, :h*w]`` and zeros after them. ``base`` and ``compression`` record
+    how the table was made (:meth:`from_base`), None for a table given by hand.
+    """
+
+    shapes: tuple[tuple[int, int], ...]
+    base: int | None = None
+    compression: int | None = None
+
+    def __post_init__(self):
+        _expect(isinstance(self.shapes, (list, tuple)) and 0 < len(self.shapes) <= MAX_BUCKETS, "buckets.shapes",
+                f"1 to {MAX_BUCKETS} [h, w] pairs", self.shapes if not isinstance(self.shapes, (list, tuple)) else len(self.shapes))
+        shapes = []
+        for shape in self.shapes:
+            _expect(isinstance(shape, (list, tuple)) and len(shape) == 2 and all(_is_int(d) and 0 < d <= 4096 for d in shape),
+                    "buckets.shapes entry", "[h, w] with 1 <= h, w <= 4096", shape)
+            shapes.append((int(shape[0]), int(shape[1])))
+        _expect(len(set(shapes)) == len(shapes), "buckets.shapes", "distinct shapes", shapes)
+        object.__setattr__(self, "shapes", tuple(shapes))
+        for name in ("base", "compression"):
+            value = getattr(self, name)
+            _expect(value is None or (_is_int(value) and value > 0), f"buckets.{name}", "a positive integer or null", value)
+
+    @classmethod
+    def from_base(cls, base: int, compression: int, *, min_area: float = DEFAULT_MIN_AREA,
+                  max_aspect: float = DEFAULT_MAX_ASPECT) -> "BucketTable":
+        """Every (h, w) whose area is at most the base area (``(base / compression)²`` tokens)
+        and at least ``min_area`` of it, with aspect ratios from 1:``max_aspect`` to ``max_aspect``:1:
+        for each height the widest such width, then for each width the tallest (so no two buckets
+        share a side, and the table is its own transpose). SANA's and kohya's tables follow the
+        same rule in pixels."""
+        _expect(_is_int(base) and _is_int(compression) and base > 0 and compression > 0 and base % compression == 0,
+                "bucket base", f"a positive multiple of the compression ({compression})", base)
+        _expect(isinstance(min_area, (int, float)) and 0 < min_area <= 1, "bucket min_area", "a number in (0, 1]", min_area)
+        _expect(isinstance(max_aspect, (int, float)) and max_aspect >= 1, "bucket max_aspect", "a number >= 1", max_aspect)
+        side = base // compression
+        area = side * side
+        tallest: dict[int, int] = {}
+        for h in range(1, area + 1):
+            w = area // h
+            if w >= 1 and h * w >= min_area * area and max(h / w, w / h) <= max_aspect:
+                tallest[w] = max(h, tallest.get(w, 0))
+        shapes = sorted((h, w) for w, h in tallest.items())
+        return cls(tuple(shapes), base=base, compression=compression)
+
+    @property
+    def max_tokens(self) -> int:
+        return max(h * w for h, w in self.shapes)
+
+    def nearest(self, width: int, height: int) -> int:
+        """The bucket whose aspect ratio is nearest ``width / height`` (in log ratio; ties go to the
+        larger area, then the first in the table): SANA's rule."""
+        target = math.log(width / height)
+        return min(range(len(self.shapes)),
+                   key=lambda b: (abs(math.log(self.shapes[b][1] / self.shapes[b][0]) - target), -self.area(b), b))
+
+    def area(self, bucket: int) -> int:
+        h, w = self.shapes[bucket]
+        return h * w
+
+    def to_dict(self) -> dict:
+        return {"shapes": [list(s) for s in self.shapes], "base": self.base, "compression": self.compression}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "BucketTable":
+        _expect(isinstance(data, dict) and "shapes" in data, "buckets", "an object with 'shapes'", data)
+        unknown = set(data) - {"shapes", "base", "compression"}
+        _expect(not unknown, "buckets", "only shapes, base and compression", sorted(unknown))
+        return cls(data["shapes"], data.get("base"), data.get("compression"))
 
 
 @dataclass(frozen=True)
@@ -267,6 +352,7 @@ class StoreMetadata:
     flip: bool = False
     ids: bool = False
     columns: tuple[ColumnSpec, ...] = ()
+    buckets: BucketTable | None = None
     library_version: str = __version__
     format_version: int = 1
     extra: dict = field(default_factory=dict)
@@ -313,8 +399,13 @@ class StoreMetadata:
                     values,
                 )
         object.__setattr__(self, "columns", column_specs(self.columns))
-        if self.columns:
-            _expect(self.format_version >= 2, "format_version", "2 or more for a store with columns", self.format_version)
+        if self.columns or self.buckets is not None:
+            _expect(self.format_version >= 2, "format_version", "2 or more for a store with columns or buckets",
+                    self.format_version)
+        if self.buckets is not None:
+            _expect(isinstance(self.buckets, BucketTable), "buckets", "a BucketTable", self.buckets)
+            _expect(len(shape) == 2 and shape[1] == self.buckets.max_tokens, "latent_shape",
+                    f"(C, {self.buckets.max_tokens}) for a bucketed store: C channels of the largest bucket's tokens", shape)
 
     # -- derived ---------------------------------------------------------
     @property
@@ -356,6 +447,9 @@ class StoreMetadata:
             result[FLIP_LATENTS] = latents
             if self.quant.has_scales:
                 result[FLIP_SCALES] = scales
+        if self.buckets is not None:
+            result[BUCKETS] = ((n,), np.dtype(np.uint16))
+            result[CROP_BOXES] = ((n, 4), np.dtype(np.float32))
         return result
 
     def column(self, name: str) -> ColumnSpec:
@@ -388,6 +482,8 @@ class StoreMetadata:
         }
         if self.columns:
             data["columns"] = [c.to_dict() for c in self.columns]
+        if self.buckets is not None:
+            data["buckets"] = self.buckets.to_dict()
         data.update(self.extra)
         # Round-trip through JSON now so that a non-serialisable value fails
         # where it was put in, not when the attributes are written.
@@ -413,6 +509,8 @@ class StoreMetadata:
         if "columns" in known:
             _expect(isinstance(known["columns"], list), "columns", "a list", type(known["columns"]).__name__)
             known["columns"] = column_specs(known["columns"])
+        if known.get("buckets") is not None:
+            known["buckets"] = BucketTable.from_dict(known["buckets"])
         return cls(**known, extra=extra)
 
 

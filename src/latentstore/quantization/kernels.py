@@ -234,16 +234,23 @@ def gather_dequantize(
     *,
     normalization: Normalization | None = None,
     num_threads: int | None = None,
+    source_pixels: int = 0,
 ) -> None:
-    """Dequantize rows scattered over mapped chunks into ``out`` (n, C, ...)."""
+    """Dequantize rows scattered over mapped chunks into ``out`` (n, C, ...).
+
+    ``source_pixels``: codes per channel in a stored row, when rows are
+    padded beyond the output's pixels (a bucketed store's (C, max_tokens) rows).
+    """
     n = out.shape[0]
     if n == 0:
         return
     # The kernel walks (channel, pixel); a 2-D latent is D channels of one
     # pixel when each channel has its own scale or normalisation, else one
-    # channel of D pixels (the fast, vectorised layout).
+    # channel of D pixels (the fast, vectorised layout). Padded rows keep
+    # their channels apart.
     per_channel = scale_bits is not None and scale_bits.shape[1] > 1
-    channels = out.shape[1] if out.ndim > 2 or per_channel or normalization is not None else 1
+    padded = source_pixels not in (0, int(np.prod(out.shape[2:])))
+    channels = out.shape[1] if out.ndim > 2 or per_channel or normalization is not None or padded else 1
     out3 = out.reshape(n, channels, -1)
     if out.dtype == np.float16:
         out3 = out3.view(np.uint16)
@@ -268,6 +275,7 @@ def gather_dequantize(
         lut,
         out3,
         num_threads=threads_for(out.nbytes, num_threads),
+        source_pixels=source_pixels if padded else 0,
         **kwargs,
     )
 

@@ -76,12 +76,13 @@ def gather_dequantize(
     std=None,
     multiplier=1.0,
     num_threads=1,
+    source_pixels=0,
 ):
-    """Like the kernel, but with chunks given as arrays of shape (chunk_rows, C, P)."""
+    """Like the kernel, but with chunks given as arrays of shape (chunk_rows, C, source_pixels)."""
     del num_threads
     if len(rows) == 0:
         return
-    codes = _gather_codes(chunk_arrays, chunk_rows, rows)
+    codes = _gather_codes(chunk_arrays, chunk_rows, rows)[:, :, : out.shape[2]]
     row_scales = None if lut is not None else scales[rows]
     out[...] = dequantize_codes(codes, row_scales, lut, out.dtype, normalize, scaling_factor, mean, std, multiplier)
 

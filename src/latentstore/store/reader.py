@@ -138,6 +138,8 @@ class LatentStore:
         self._valid_flags = self.valid.view(np.uint8)
         self.labels.flags.writeable = False
         self.valid.flags.writeable = False
+        if self._bucket_of is not None:
+            self._bucket_of.flags.writeable = False
 
     # -- opening -----------------------------------------------------------
     def _metadata_from(self, attributes: dict) -> StoreMetadata:
@@ -191,6 +193,12 @@ class LatentStore:
             self._scale_bits, scales_present = self._load_scales(root, layouts, latent_names)
             present_by_array.update(scales_present)
         labels, present_by_array[fmt.LABELS] = load_local_array(root / fmt.LABELS, fmt.LABELS, layouts[fmt.LABELS])
+        self._bucket_of = self._crop_boxes = None
+        if m.buckets is not None:
+            buckets, present_by_array[fmt.BUCKETS] = load_local_array(root / fmt.BUCKETS, fmt.BUCKETS, layouts[fmt.BUCKETS])
+            boxes, present_by_array[fmt.CROP_BOXES] = load_local_array(
+                root / fmt.CROP_BOXES, fmt.CROP_BOXES, layouts[fmt.CROP_BOXES])
+            self._bucket_of, self._crop_boxes = buckets[: m.num_samples], boxes[: m.num_samples]
         self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
         present_by_array.update(self._rows.present)
         self._columns: dict = {}
@@ -258,6 +266,10 @@ class LatentStore:
         self.valid = read_rows(arrays[fmt.VALID], np.arange(m.num_samples)) != 0
         self._scale_bits = self._stack_scales(load, latent_names)
         self.labels = np.ascontiguousarray(read_rows(arrays[fmt.LABELS], np.arange(m.num_samples)))
+        self._bucket_of = self._crop_boxes = None
+        if m.buckets is not None:
+            self._bucket_of = np.ascontiguousarray(read_rows(arrays[fmt.BUCKETS], np.arange(m.num_samples)))
+            self._crop_boxes = np.ascontiguousarray(read_rows(arrays[fmt.CROP_BOXES], np.arange(m.num_samples)))
         self._columns = {}
         for spec in m.columns:
             array = _zarr_array(group, spec.array_name, self._path)
@@ -310,6 +322,55 @@ class LatentStore:
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return self.metadata.latent_shape
+
+    @property
+    def bucket_table(self) -> fmt.BucketTable | None:
+        """The (h, w) latent shapes of a multi-aspect store, or None for a store of one shape."""
+        return self.metadata.buckets
+
+    @property
+    def bucket_indices(self) -> np.ndarray | None:
+        """Each sample's index in :attr:`bucket_table` (N,), or None for a store of one shape."""
+        return self._bucket_of
+
+    @property
+    def buckets(self) -> list[dict]:
+        """The buckets with their valid samples: ``[{"bucket": b, "shape": (C, h, w), "count": n}]``
+        (one entry, the store's latent shape, for a store of one shape)."""
+        if self._bucket_of is None:
+            return [{"bucket": 0, "shape": self.latent_shape, "count": int(self.valid.sum())}]
+        table = self.metadata.buckets
+        counts = np.bincount(self._bucket_of[self.valid], minlength=len(table.shapes))
+        return [{"bucket": b, "shape": (self.metadata.channels, *table.shapes[b]), "count": int(counts[b])}
+                for b in range(len(table.shapes))]
+
+    def crop_boxes(self, indices) -> np.ndarray:
+        """(n, 4) float32 (left, top, right, bottom) of each sample's crop in its source image's
+        pixels (NaN where not recorded); bucketed stores only."""
+        if self._crop_boxes is None:
+            raise ValueError(f"{self._path} is not a bucketed store; it records no crop boxes")
+        rows, scalar = self._rows_for(indices, allow_invalid=True)
+        boxes = self._crop_boxes[rows]
+        return boxes[0] if scalar else boxes
+
+    def _sample_shape(self, rows: np.ndarray) -> tuple[int, ...]:
+        """The latent shape of the samples ``rows``: the store's, or the one bucket they share."""
+        if self._bucket_of is None:
+            return self.metadata.latent_shape
+        table = self.metadata.buckets
+        if not len(rows):
+            return (self.metadata.channels, 0, 0)
+        buckets = self._bucket_of[rows]
+        first = int(buckets[0])
+        if (buckets != first).any():
+            other = int(np.flatnonzero(buckets != first)[0])
+            raise ValueError(
+                f"samples of several buckets cannot be read as one array: sample {int(rows[0])} is "
+                f"{table.shapes[first]}, sample {int(rows[other])} is {table.shapes[int(buckets[other])]}; "
+                "read one bucket at a time (store.bucket_indices says each sample's; LatentLoader and "
+                "latentstore.torch.BucketBatchSampler give batches of one bucket)"
+            )
+        return (self.metadata.channels, *table.shapes[first])
 
     @property
     def classes(self) -> tuple[str, ...] | None:
@@ -458,7 +519,7 @@ class LatentStore:
         if scalar and out is not None:
             raise ValueError("out= needs an array of indices (a scalar index returns one sample); pass [i] instead")
         normalization = self.normalization(normalize)
-        out = output_buffer((len(rows), *self.metadata.latent_shape), dtype, out)
+        out = output_buffer((len(rows), *self._sample_shape(rows)), dtype, out)
         source = self._rows
         if source is None:
             raise ValueError("this store is closed")
@@ -474,6 +535,7 @@ class LatentStore:
             out,
             normalization=normalization,
             num_threads=num_threads,
+            source_pixels=self.metadata.latent_shape[-1] if self._bucket_of is not None else 0,
         )
         del keepalive
         labels = self.labels[rows]
@@ -497,12 +559,15 @@ class LatentStore:
             raise ValueError("this store is closed")
         flipped = self._flip_rows(rows, flip)
         addresses, chunk_rows, kernel_rows, _, keepalive = source.locate(flipped, None)
+        shape = self._sample_shape(rows)
         q = np.empty((len(rows), *self.metadata.latent_shape), dtype=self.metadata.code_dtype)
         if len(rows):
             _kernels.gather_rows(
                 addresses, chunk_rows, kernel_rows, q.reshape(len(rows), -1).view(np.uint8), threads_for(q.nbytes, num_threads)
             )
         del keepalive
+        if self._bucket_of is not None:  # the bucket's own tokens of each padded row
+            q = np.ascontiguousarray(q[:, :, : int(np.prod(shape[1:]))]).reshape(len(rows), *shape)
         scales = None
         if self._scale_bits is not None:
             scales = self._scale_bits[flipped].view(np.float16)

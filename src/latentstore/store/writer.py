@@ -25,6 +25,7 @@ from latentstore.store.stats import ChannelMoments
 #: Metadata fields that must agree when an existing incomplete store is resumed.
 RESUME_FIELDS = (
     "num_samples", "latent_shape", "chunk_samples", "quant", "encoder", "source", "flip", "ids", "classes", "columns",
+    "buckets",
 )
 
 COMPRESSORS = (None, "zstd", "blosc")
@@ -92,6 +93,22 @@ def _checked_column(spec: fmt.ColumnSpec, values, n: int):
     return converted
 
 
+def pack_buckets(latents, table: fmt.BucketTable) -> tuple[np.ndarray, np.ndarray]:
+    """Latents of several shapes, each (C, h, w) with (h, w) in ``table``, as the rows a bucketed
+    store holds: ``(rows (n, C, max_tokens), bucket index per sample)``."""
+    index = {shape: b for b, shape in enumerate(table.shapes)}
+    latents = [np.asarray(x) for x in latents]
+    channels = latents[0].shape[0] if latents else 1
+    rows = np.zeros((len(latents), channels, table.max_tokens), dtype=latents[0].dtype if latents else np.float32)
+    buckets = np.empty(len(latents), np.int64)
+    for i, x in enumerate(latents):
+        if x.ndim != 3 or x.shape[0] != channels or tuple(x.shape[1:]) not in index:
+            raise ValueError(f"latent {i} has shape {x.shape}; expected ({channels}, h, w) with (h, w) one of {list(table.shapes)}")
+        buckets[i] = index[tuple(x.shape[1:])]
+        rows[i, :, : x.shape[1] * x.shape[2]] = x.reshape(channels, -1)
+    return rows, buckets
+
+
 def _read_metadata(group) -> StoreMetadata | None:
     attrs = group.attrs.asdict()
     if fmt.ATTRIBUTE_KEY not in attrs:
@@ -116,6 +133,7 @@ def create(
     checksum: bool = True,
     compressor: str | None = None,
     columns=None,
+    buckets: fmt.BucketTable | None = None,
     overwrite: bool = False,
 ) -> "StoreWriter":
     """Create a store at ``path`` (a directory or fsspec URL) and return its writer.
@@ -135,6 +153,10 @@ def create(
     ``{"caption": "text", "width": "int32", "jpeg": "bytes"}`` or
     :class:`~latentstore.format.ColumnSpec` objects (kinds: ``format.COLUMN_KINDS``);
     each is the array ``columns/<name>`` and every write gives its values.
+    ``buckets`` (a :class:`~latentstore.format.BucketTable`) makes a
+    multi-aspect store: ``latent_shape`` is then ``(C,)`` (or ``(C,
+    max_tokens)``), each sample's latent is one of the table's (h, w) shapes,
+    stored padded in a (C, max_tokens) row, and every write gives ``buckets``.
     """
     import zarr
 
@@ -142,6 +164,11 @@ def create(
     if isinstance(latent_shape, (str, bytes)) or not hasattr(latent_shape, "__iter__"):
         raise TypeError(f"latent_shape must be a tuple of positive integers, got {latent_shape!r}")
     latent_shape = tuple(integer(d, "latent_shape", minimum=1) for d in latent_shape)
+    if buckets is not None:
+        if not isinstance(buckets, fmt.BucketTable):
+            raise TypeError(f"buckets must be a latentstore.format.BucketTable, got {type(buckets).__name__}")
+        if len(latent_shape) == 1:
+            latent_shape = (latent_shape[0], buckets.max_tokens)
     if chunk_samples is not None:
         chunk_samples = integer(chunk_samples, "chunk_samples", minimum=1)
     if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
@@ -164,7 +191,8 @@ def create(
         flip=flip,
         ids=ids,
         columns=fmt.column_specs(columns),
-        format_version=fmt.version_for(columns),
+        buckets=buckets,
+        format_version=fmt.version_for(columns, buckets),
     )
     metadata = StoreMetadata.from_dict(metadata.to_dict())  # normalise through JSON
     codecs = _codecs(checksum, compressor)
@@ -427,7 +455,7 @@ class StoreWriter:
             if not valid.all():
                 # Invalid samples (failed or non-finite) are stored as zeros.
                 latents = np.where(valid.reshape((n,) + (1,) * len(m.latent_shape)).astype(bool), latents, 0)
-            return quantize(latents, m.quant.granularity or "sample")
+            return quantize(latents, m.quant.granularity or "sample")  # zero padding stays zero codes
         if m.quant.has_scales:
             if not (isinstance(codes, tuple) and len(codes) == 2):
                 raise TypeError(f"{name} codes must be a (q, scales) pair")
@@ -457,6 +485,8 @@ class StoreWriter:
         ids=None,
         failures=None,
         columns=None,
+        buckets=None,
+        crop_boxes=None,
     ) -> None:
         """Write samples [start, start + n) — whole chunks.
 
@@ -469,7 +499,11 @@ class StoreWriter:
         ``failures`` gives the reason of each invalid sample ("" for valid ones;
         all "" when omitted). A store with columns needs ``columns``: every
         column's n values by name (str for text, bytes, numbers that fit the
-        column's dtype exactly); give invalid samples "" / b"" / 0.
+        column's dtype exactly); give invalid samples "" / b"" / 0. A bucketed
+        store needs ``buckets`` (each sample's index in the table) and takes
+        ``crop_boxes`` ((n, 4) left, top, right, bottom in source pixels; NaN
+        when omitted); its latents or codes are (n, C, max_tokens) rows, zero
+        past each sample's h*w tokens (:func:`pack_buckets` makes them).
         """
         m = self._metadata
         first = latents if latents is not None else (codes[0] if isinstance(codes, tuple) else codes)
@@ -490,6 +524,7 @@ class StoreWriter:
         if failures is not None and fmt.FAILURES not in self._arrays:
             raise ValueError("this store was created without failures=True; it has no failures array")
         column_values = self._checked_columns(columns, n)
+        column_values.update(self._checked_buckets(buckets, crop_boxes, n))
 
         region = slice(start, stop)
         try:
@@ -498,6 +533,24 @@ class StoreWriter:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise StoreWriteError(self.path, start // m.chunk_samples, exc.strerror or str(exc)) from exc
             raise
+
+    def _checked_buckets(self, buckets, crop_boxes, n: int) -> dict:
+        table = self._metadata.buckets
+        if table is None:
+            if buckets is not None or crop_boxes is not None:
+                raise ValueError("this store was created without buckets; it has no bucket or crop box arrays")
+            return {}
+        if buckets is None:
+            raise ValueError("a bucketed store needs buckets= (each sample's index in the bucket table) with every write")
+        indices = np.asarray(buckets)
+        if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"buckets must be {n} integers, got {indices.dtype} {indices.shape}")
+        if n and (indices.min() < 0 or indices.max() >= len(table.shapes)):
+            raise ValueError(f"buckets must lie in [0, {len(table.shapes)}), the store's bucket table; got {indices.min()}..{indices.max()}")
+        boxes = np.full((n, 4), np.nan, np.float32) if crop_boxes is None else np.asarray(crop_boxes, dtype=np.float32)
+        if boxes.shape != (n, 4):
+            raise ValueError(f"crop_boxes must have shape ({n}, 4), got {boxes.shape}")
+        return {fmt.BUCKETS: indices.astype(np.uint16), fmt.CROP_BOXES: boxes}
 
     def _checked_columns(self, columns, n: int) -> dict:
         specs = self._metadata.columns
@@ -597,7 +650,13 @@ class StoreWriter:
             valid = self._arrays[fmt.VALID][start:stop].astype(bool)
             q = self._arrays[fmt.LATENTS][start:stop]
             scales = self._arrays[scales_name][start:stop] if scales_name else None
-            moments.add_codes(q[valid], None if scales is None else scales[valid], lut)
+            if m.buckets is None:
+                moments.add_codes(q[valid], None if scales is None else scales[valid], lut)
+                continue
+            buckets = self._arrays[fmt.BUCKETS][start:stop]
+            for bucket in np.unique(buckets[valid]).tolist():  # each sample's own tokens, not the padding
+                rows = valid & (buckets == bucket)
+                moments.add_codes(q[rows][:, :, : m.buckets.area(bucket)], None if scales is None else scales[rows], lut)
         self._metadata = m.replace(stats=moments.to_dict(), complete=True)
         self._group.attrs[fmt.ATTRIBUTE_KEY] = self._metadata.to_dict()
         return self._metadata
