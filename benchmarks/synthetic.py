@@ -85,14 +85,25 @@ def synthetic_latents(n: int, shape=(32, 8, 8), seed: int = 0) -> np.ndarray:
     return z.astype(np.float32)
 
 
-def write_store(path, samples: int, shape=(32, 8, 8), pool: int = 16384, seed: int = 0) -> None:
+def write_store(path, samples: int, shape=(32, 8, 8), pool: int = 16384, seed: int = 0, *,
+                chunk_samples: int | None = None, columns: dict | None = None) -> None:
     """A finished store of ``samples`` SYNTHETIC latents: a pool of :func:`synthetic_latents`,
-    quantized once and repeated (read and transfer speeds do not depend on the values)."""
+    quantized once and repeated (read and transfer speeds do not depend on the values).
+
+    ``columns`` adds per-sample columns, ``{name: (kind, values)}``: ``kind`` as for
+    ``latentstore.create`` ("text", "bytes", "int32", ...) and ``values(start, stop)`` the
+    column's values for samples [start, stop), called once per chunk (so a large column
+    is never held whole).
+    """
     import latentstore
 
+    columns = columns or {}
     q, s = latentstore.quantize(synthetic_latents(min(pool, samples), shape, seed=seed))
-    with latentstore.create(path, samples, shape) as writer:
+    kinds = {name: kind for name, (kind, _) in columns.items()} or None
+    with latentstore.create(path, samples, shape, chunk_samples=chunk_samples, columns=kinds) as writer:
         step = writer.metadata.chunk_samples
         for start in range(0, samples, step):
-            rows = np.arange(start, min(start + step, samples)) % len(q)
-            writer.write(start, codes=(q[rows], s[rows]), labels=np.zeros(len(rows), int))
+            stop = min(start + step, samples)
+            rows = np.arange(start, stop) % len(q)
+            values = {name: make(start, stop) for name, (_, make) in columns.items()} or None
+            writer.write(start, codes=(q[rows], s[rows]), labels=np.zeros(len(rows), int), columns=values)

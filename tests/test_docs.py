@@ -81,20 +81,26 @@ def stand_in_model(channels):
     return Model()
 
 
-def small_store(path, n=600):
+def small_store(path, n=600, captioned=False):
+    """With ``captioned``, the columns the docs' shards give: encode --json-fields width:int64,height:int64,caption_long:text."""
     x = (np.random.default_rng(0).standard_t(4, size=(n, 32, 8, 8)) * 1.7).astype(np.float32)  # synthetic
-    with latentstore.create(path, n, (32, 8, 8), chunk_samples=256, flip=True) as writer:
+    columns = {"caption": "text", "width": "int64", "height": "int64", "caption_long": "text"} if captioned else None
+    with latentstore.create(path, n, (32, 8, 8), chunk_samples=256, flip=True, columns=columns) as writer:
         for start in range(0, n, 256):
             block = slice(start, start + 256)
-            writer.write(start, x[block], labels=np.arange(n)[block] % 10, flip_latents=-x[block])
+            rows = np.arange(n)[block]
+            values = {"caption": [f"photo {i}" for i in rows], "width": 256 + rows, "height": 192 + rows % 64,
+                      "caption_long": [f"a long caption of photo {i}, ünïcode" for i in rows]} if captioned else None
+            writer.write(start, x[block], labels=rows % 10, flip_latents=-x[block], columns=values)
 
 
-@pytest.mark.parametrize("page", ["training.md", "README.md"])
+@pytest.mark.parametrize("page", ["training.md", "README.md", "captions.md"])
 def test_training_snippets(tmp_path, monkeypatch, page):
     pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)
     for name in ("imagenet-dcae.zarr", "imagenet-train.zarr", "toy-source.zarr"):
         small_store(name)
+    small_store("captioned.zarr", captioned=True)
     blocks, replacements = python_blocks(page), []
     if page == "README.md":
         url = f"memory://docs-readme/{tmp_path.name}/imagenet-dcae"

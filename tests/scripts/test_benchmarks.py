@@ -166,3 +166,25 @@ def target_rows_text(text):
         if len(cells) == 3 and cells[0] not in ("target", "---"):
             rows[cells[0]] = cells[-1]
     return rows
+
+
+def test_captions_benchmark_smoke(tmp_path):
+    captions = load("captions")
+    work = tmp_path / "work"
+    text = captions.main(["--samples", "3000", "--chunk-samples", "1024", "--quick", "--zarr-batches", "1",
+                          "--work", str(work), "--results", str(tmp_path), "--name", "captions-smoke"])
+    assert (tmp_path / "captions-smoke.md").read_text().strip() == text.strip()
+    assert "SYNTHETIC" in text and "not DC-AE" in text and "Store built in" in text
+    for method in ("(a) store.read", "(b) store.read(columns=", "(c) store.column", "(d) zarr-python"):
+        assert method in text
+    targets = target_rows(text)
+    assert [label for label, _, _ in targets] == ["(b) / (a) >= 0.5", "(c) / (d) >= 100"]
+    for label, values, verdict in targets:
+        assert verdict_follows(values, float(label.split(">=")[1]), verdict), label
+    # The kept store is reused as long as its parameters match.
+    path, built, stats = captions.build(work, 3000, 1024)
+    assert built is None and stats["count"] == 3000 and 50 <= stats["min"] <= stats["max"] <= 400
+    assert captions.build(work, 3000, 512)[1] is not None  # another chunk size: rebuilt
+    first = captions.captions(0, 1024)
+    assert first == captions.captions(0, 1024) and len(first) == 1024
+    assert all(50 <= len(c) <= 400 and c.endswith(".") for c in first)

@@ -337,9 +337,9 @@ class LatentStore:
     def buckets(self) -> list[dict]:
         """The buckets with their valid samples: ``[{"bucket": b, "shape": (C, h, w), "count": n}]``
         (one entry, the store's latent shape, for a store of one shape)."""
-        if self._bucket_of is None:
-            return [{"bucket": 0, "shape": self.latent_shape, "count": int(self.valid.sum())}]
         table = self.metadata.buckets
+        if self._bucket_of is None or table is None:
+            return [{"bucket": 0, "shape": self.latent_shape, "count": int(self.valid.sum())}]
         counts = np.bincount(self._bucket_of[self.valid], minlength=len(table.shapes))
         return [{"bucket": b, "shape": (self.metadata.channels, *table.shapes[b]), "count": int(counts[b])}
                 for b in range(len(table.shapes))]
@@ -355,9 +355,9 @@ class LatentStore:
 
     def _sample_shape(self, rows: np.ndarray) -> tuple[int, ...]:
         """The latent shape of the samples ``rows``: the store's, or the one bucket they share."""
-        if self._bucket_of is None:
-            return self.metadata.latent_shape
         table = self.metadata.buckets
+        if self._bucket_of is None or table is None:
+            return self.metadata.latent_shape
         if not len(rows):
             return (self.metadata.channels, 0, 0)
         buckets = self._bucket_of[rows]
