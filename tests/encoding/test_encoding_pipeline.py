@@ -94,7 +94,9 @@ def test_the_store_holds_the_codes_of_the_preprocessed_crops(encoded, image_tree
         crops = np.stack([preprocessing(image_tree / source.ids[i]) for i in rows]) if len(rows) else None
         if crops is None:
             continue
-        np.testing.assert_array_equal(batch.pixels.numpy(), crops)
+        (pixels,) = batch.pixels  # a square store: one group of crops per batch
+        np.testing.assert_array_equal(batch.start + batch.rows[0], rows)
+        np.testing.assert_array_equal(pixels.numpy(), crops)
         z = backend.encode(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous())
         q, s = latentstore.quantize(z.numpy())
         np.testing.assert_array_equal(q_all[rows], q)

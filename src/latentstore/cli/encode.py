@@ -67,6 +67,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="adm",
         help="adm: the ADM/DiT center_crop_arr recipe (BOX halving, then BICUBIC; default); bicubic: one BICUBIC resize",
     )
+    images.add_argument(
+        "--buckets", default=None, metavar="base=N|TABLE.json",
+        help="multi-aspect store: base=256 for the buckets of about 256x256 pixels' area from 1:4 to 4:1 "
+             "(SANA's rule), or a JSON list of [height, width] pixel sizes; each image goes to the bucket "
+             "nearest its aspect ratio, resized to cover it and centre-cropped (--resolution/--resize do not apply)",
+    )
     images.add_argument("--no-draft", dest="draft", action="store_false", help="decode large JPEGs at full size (slower; draft mode differs by ~1 level)")
     images.add_argument("--labels", default=None, help="CSV of 'filename,label' rows for a folder or glob SOURCE")
     images.add_argument("--class-list-from", default=None, metavar="STORE", help="number class names as in this existing store (e.g. the train store for val)")

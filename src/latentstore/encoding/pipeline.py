@@ -28,6 +28,8 @@ barrier.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import pickle
 import signal
@@ -193,21 +195,27 @@ def _join_world(device: str | None) -> tuple[_World, str | None]:
 class _CropBatch:
     """The preprocessed images of samples [start, start + len(ok)).
 
-    ``pixels`` holds the (R, R, 3) uint8 crops of the samples where ``ok``
-    is true, in order; ``reasons`` maps the others' indices to why they
-    failed; ``fields`` holds the source's columns (and the stored crops) of
-    every sample. DataLoader pins it through :meth:`pin_memory`.
+    The crops of the samples where ``ok`` is true come in groups of one
+    shape (one group of (R, R, 3) crops for a square store, one per bucket
+    otherwise): ``pixels[g]`` holds group g's uint8 crops, ``rows[g]`` their
+    places in the batch. ``reasons`` maps the failed samples' indices to why;
+    ``fields`` holds the source's columns (and the stored crops) of every
+    sample; ``buckets`` and ``boxes`` each sample's bucket and crop box
+    (bucketed stores). DataLoader pins it through :meth:`pin_memory`.
     """
 
     start: int
     ok: np.ndarray
-    pixels: torch.Tensor  # noqa: F821
+    pixels: list  # of torch.Tensor
+    rows: list  # of np.ndarray
     reasons: dict[int, str]
     #: Column name -> one value per sample of the batch (a placeholder where the sample failed).
     fields: dict[str, list] = field(default_factory=dict)
+    buckets: np.ndarray | None = None
+    boxes: np.ndarray | None = None
 
     def pin_memory(self) -> _CropBatch:
-        return dataclasses.replace(self, pixels=self.pixels.pin_memory())
+        return dataclasses.replace(self, pixels=[p.pin_memory() for p in self.pixels])
 
 
 def placeholder(kind: str):
@@ -247,17 +255,22 @@ class _CropBatches:
         from latentstore.errors import ImageDecodeError
 
         start, stop = self.ranges[k]
-        resolution = self.preprocessing.resolution
-        pixels = np.empty((stop - start, resolution, resolution, 3), np.uint8)
+        crops: list[np.ndarray | None] = [None] * (stop - start)
         ok = np.zeros(stop - start, bool)
+        buckets = np.zeros(stop - start, np.int64)
+        boxes = np.full((stop - start, 4), np.nan, np.float32)
         reasons = {}
         fields: dict[str, list] = {spec.name: [placeholder(spec.kind)] * (stop - start) for spec in self.columns}
+        bucketed = not hasattr(self.preprocessing, "resolution")
         for i in range(start, stop):
             try:
                 values = self.source.read_fields(i) if self.source.columns else {}
                 raw, _ = self.source.read(i)
-                crop = pixels[int(ok.sum())]
-                crop[...] = self.preprocessing(raw)
+                if bucketed:
+                    crop, buckets[i - start], boxes[i - start] = self.preprocessing(raw)
+                else:
+                    crop = self.preprocessing(raw)
+                crops[i - start] = crop
                 if self.stored_crops is not None:
                     from latentstore.encoding.preprocess import IMAGE_COLUMN
 
@@ -270,7 +283,11 @@ class _CropBatches:
                 ok[i - start] = True
                 for name, column in fields.items():
                     column[i - start] = values[name]
-        return _CropBatch(start, ok, torch.from_numpy(pixels[: int(ok.sum())]), reasons, fields)
+        good = np.flatnonzero(ok)
+        groups = [good[buckets[good] == b] for b in np.unique(buckets[good]).tolist()] if len(good) else []
+        pixels = [torch.from_numpy(np.stack([crops[r] for r in rows])) for rows in groups]
+        return _CropBatch(start, ok, pixels, groups, reasons, fields,
+                          buckets if bucketed else None, boxes if bucketed else None)
 
 
 def _batch_ranges(metadata: fmt.StoreMetadata, chunks: list[int], batch_size: int) -> list[tuple[int, int]]:
@@ -326,18 +343,23 @@ class _Chunk:
         self.valid = np.zeros(n, bool)
         self.reasons = np.full(n, "", dtype=object)
         self.columns = {spec.name: [placeholder(spec.kind)] * n for spec in metadata.columns}
+        self.buckets = np.zeros(n, np.int64) if metadata.buckets is not None else None
+        self.boxes = np.full((n, 4), np.nan, np.float32) if metadata.buckets is not None else None
         self.filled = 0
 
     @property
     def full(self) -> bool:
         return self.filled == self.stop - self.start
 
-    def add_codes(self, batch: _CropBatch, encoded) -> None:
-        """Store the codes of the batch's decoded images (``_encode_crops`` output)."""
-        rows = batch.start - self.start + np.flatnonzero(batch.ok)
+    def add_codes(self, batch: _CropBatch, group: int, encoded) -> None:
+        """Store the codes of one group of the batch's decoded images (``_encode_crops`` output);
+        a bucket's (k, C, h, w) codes go to the first h*w tokens of each channel of their rows."""
+        rows = batch.start - self.start + batch.rows[group]
         self.valid[rows] = True
         for (q, scales), (batch_q, batch_scales, reasons) in zip(self.codes, encoded):
-            q[rows], scales[rows] = batch_q, batch_scales
+            tokens = int(np.prod(batch_q.shape[2:]))
+            q.reshape(len(q), q.shape[1], -1)[rows, :, :tokens] = batch_q.reshape(len(batch_q), batch_q.shape[1], -1)
+            scales[rows] = batch_scales
             for row, reason in zip(rows, reasons or ()):
                 if reason is not None:
                     self.valid[row] = False
@@ -350,6 +372,9 @@ class _Chunk:
         offset = batch.start - self.start
         for name, values in batch.fields.items():
             self.columns[name][offset : offset + len(values)] = values
+        if self.buckets is not None:
+            self.buckets[offset : offset + len(batch.ok)] = batch.buckets
+            self.boxes[offset : offset + len(batch.ok)] = batch.boxes
         self.filled += len(batch.ok)
 
     def write(self, writer, source) -> None:
@@ -362,6 +387,8 @@ class _Chunk:
             ids=[printable(name) for name in source.ids[self.start : self.stop]],
             failures=self.reasons,
             columns=self.columns or None,
+            buckets=self.buckets,
+            crop_boxes=self.boxes,
         )
 
 
@@ -390,13 +417,13 @@ def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size
         for batch in batches:
             if current is None:
                 current = _Chunk(m, batch.start // m.chunk_samples)
-            if len(batch.pixels):
-                generator = None
-                if backend.sample:
-                    # Seeded by the batch's first index, so draws do not depend on
-                    # which run or rank encodes the batch.
-                    generator = torch.Generator(backend.device).manual_seed(sample_seed * 1_000_003 + batch.start)
-                current.add_codes(batch, _encode_crops(backend, batch.pixels, granularity, m.flip, generator))
+            generator = None
+            if backend.sample and batch.pixels:
+                # Seeded by the batch's first index, so draws do not depend on
+                # which run or rank encodes the batch.
+                generator = torch.Generator(backend.device).manual_seed(sample_seed * 1_000_003 + batch.start)
+            for group, pixels in enumerate(batch.pixels):
+                current.add_codes(batch, group, _encode_crops(backend, pixels, granularity, m.flip, generator))
             current.add_failures(batch)
             progress.update(len(batch.ok))
             if current.full:
@@ -409,6 +436,38 @@ def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size
         shutdown = getattr(batches, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def bucket_table(spec, compression: int) -> fmt.BucketTable:
+    """``encode --buckets``: "base=256", a JSON file of [height, width] pixel sizes, or a BucketTable."""
+    if isinstance(spec, fmt.BucketTable):
+        return spec
+    text = os.fspath(spec)
+    if text.startswith("base="):
+        base = text.removeprefix("base=")
+        if not base.isdigit() or int(base) % compression or int(base) < compression:
+            raise SourceError(f"--buckets base=N needs N a positive multiple of the model's compression ({compression}), got {text!r}")
+        return fmt.BucketTable.from_base(int(base), compression)
+    from latentstore._filesystem import read_regular
+
+    try:
+        sizes = json.loads(read_regular(text, 1 << 20))
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"--buckets takes base=N or a JSON file of [height, width] pixel sizes; {text!r}: {exc}") from exc
+    if isinstance(sizes, dict):
+        sizes = sizes.get("sizes")
+    if not isinstance(sizes, list) or not sizes or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(d, int) and d > 0 and d % compression == 0 for d in p)
+        for p in sizes
+    ):
+        raise SourceError(
+            f"{text}: expected a JSON list of [height, width] pixel sizes, each a multiple of the model's "
+            f"compression ({compression}), e.g. [[256, 256], [192, 320]]"
+        )
+    try:
+        return fmt.BucketTable(tuple((h // compression, w // compression) for h, w in sizes), compression=compression)
+    except LatentStoreError as exc:
+        raise SourceError(f"{text}: {exc}") from exc
 
 
 def _class_list_from(store_path) -> list[str]:
@@ -460,6 +519,7 @@ def encode(
     json_fields: str | None = None,
     columns: str | None = None,
     store_images: str | None = None,
+    buckets=None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> EncodeSummary:
@@ -475,6 +535,13 @@ def encode(
     the store (WebDataset shards, a folder with ``metadata.jsonl``, a Hugging
     Face dataset; see ``open_source``); ``store_images`` (``"jpeg:95"``,
     ``"png"``) keeps each preprocessed crop in the bytes column ``image``.
+    ``buckets`` makes a multi-aspect store: ``"base=256"`` (the buckets of
+    about 256² pixels' area from 1:4 to 4:1, ``BucketTable.from_base``), a JSON
+    file of ``[height, width]`` pixel sizes, or a
+    :class:`~latentstore.format.BucketTable`; each image goes to the bucket
+    nearest its aspect ratio, resized to cover it and centre-cropped
+    (:class:`~latentstore.encoding.preprocess.BucketedPreprocessing`), and
+    ``resolution`` and ``resize`` do not apply.
 
     ``model`` is a Hugging Face id (default SANA's DC-AE
     ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``) or a local
@@ -510,16 +577,16 @@ def encode(
                        limit=limit, resize=resize, draft=draft, sample=sample, seed=seed,
                        granularity=granularity, overwrite=overwrite, progress=progress,
                        source_options={"caption_key": caption_key, "json_fields": json_fields, "columns": columns},
-                       store_images=store_images)
+                       store_images=store_images, buckets=buckets)
     finally:
         world.leave()
 
 
 def _encode(world: _World, source, out, *, model, revision, resolution, batch_size, workers, device, dtype, flip,
             chunk_samples, labels, class_list_from, limit, resize, draft, sample, seed, granularity, overwrite,
-            progress, source_options, store_images) -> EncodeSummary:
+            progress, source_options, store_images, buckets) -> EncodeSummary:
     from latentstore.encoding.backends import DEFAULT_MODEL, load_backend
-    from latentstore.encoding.preprocess import Preprocessing, StoredCrops
+    from latentstore.encoding.preprocess import BucketedPreprocessing, Preprocessing, StoredCrops
     from latentstore.encoding.sources import Source, open_source
     from latentstore.inspection.info import bytes_on_disk
     from latentstore.store import writer as writer_module
@@ -536,8 +603,15 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
         class_list = _class_list_from(class_list_from) if class_list_from is not None else None
         source = open_source(os.fspath(source), labels=labels, class_list=class_list, limit=limit, **source_options)
     stored_crops = None if store_images is None else StoredCrops.parse(store_images)
-    preprocessing = Preprocessing(resolution=resolution, resize=resize, draft=draft)
     backend = load_backend(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, sample=sample, seed=seed)
+    table = None if buckets is None else bucket_table(buckets, backend.spatial_compression)
+    if table is None:
+        preprocessing = Preprocessing(resolution=resolution, resize=resize, draft=draft)
+        latent_shape = backend.latent_shape(resolution)
+    else:
+        preprocessing = BucketedPreprocessing(table, backend.spatial_compression, draft=draft)
+        resolution = table.base or int(math.sqrt(table.max_tokens)) * backend.spatial_compression
+        latent_shape = (backend.latent_channels,)
     settings = dict(
         chunk_samples=chunk_samples,
         granularity=granularity,
@@ -548,8 +622,8 @@ def _encode(world: _World, source, out, *, model, revision, resolution, batch_si
         ids=True,
         failures=True,
         columns=store_columns(source, stored_crops),
+        buckets=table,
     )
-    latent_shape = backend.latent_shape(resolution)
     out = os.fspath(out)
 
     # Rank 0 creates (or resumes) the store, then tells the others what is left.

@@ -24,6 +24,7 @@ from latentstore.encoding.sources import MAX_IMAGE_FILE_BYTES
 from latentstore.errors import FormatError, ImageDecodeError, SourceError, UnreadableFileError
 
 __all__ = [
+    "BucketedPreprocessing",
     "ImageDecodeError",
     "ImageInput",
     "Preprocessing",
@@ -329,6 +330,78 @@ class Preprocessing:
             return cls(**d)
         except ValueError as e:
             raise FormatError(f"invalid preprocessing settings {d}: {e}") from e
+
+
+@dataclass(frozen=True)
+class BucketedPreprocessing:
+    """How images become crops of many aspect ratios (SANA's multi-scale rule).
+
+    Each image goes to the bucket of ``table`` whose aspect ratio is nearest
+    its own (``BucketTable.nearest``), is resized with BICUBIC to the smallest
+    size that covers the bucket's ``h * compression`` by ``w * compression``
+    pixels, and is centre-cropped to it: one resize of exactly the cropped
+    region, so nothing is computed that is then thrown away. ``draft`` lets
+    libjpeg decode large JPEGs at reduced scale first (to at least the largest
+    bucket's long side).
+
+    Calling it returns ``(pixels (H, W, 3) uint8, bucket, crop_box)``, the box
+    as fractions (left, top, right, bottom) of the image's width and height
+    after EXIF orientation, so it holds whatever the draft scale was.
+    """
+
+    table: object  # format.BucketTable; kept untyped so the dataclass pickles without importing format here
+    compression: int
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        from latentstore.format import BucketTable
+
+        if not isinstance(self.table, BucketTable):
+            raise TypeError(f"table must be a latentstore.format.BucketTable, got {type(self.table).__name__}")
+        if not isinstance(self.compression, int) or self.compression < 1:
+            raise ValueError(f"compression must be a positive int, got {self.compression!r}")
+        if not isinstance(self.draft, bool):
+            raise ValueError(f"draft must be a bool, got {self.draft!r}")
+
+    def pixel_size(self, bucket: int) -> tuple[int, int]:
+        """(height, width) in pixels of ``bucket``."""
+        h, w = self.table.shapes[bucket]
+        return h * self.compression, w * self.compression
+
+    def __call__(self, source: ImageInput) -> tuple[np.ndarray, int, tuple[float, float, float, float]]:
+        longest = max(max(self.pixel_size(b)) for b in range(len(self.table.shapes)))
+        image, box = _load(source, longest if self.draft else None)
+        left, top, right, bottom = box if box is not None else (0.0, 0.0, float(image.width), float(image.height))
+        width, height = right - left, bottom - top
+        bucket = self.table.nearest(width, height)
+        crop_h, crop_w = self.pixel_size(bucket)
+        scale = max(crop_w / width, crop_h / height)  # cover the bucket
+        resized_w, resized_h = max(crop_w, round(width * scale)), max(crop_h, round(height * scale))
+        _check_resize((resized_w, resized_h), min(crop_h, crop_w), (round(width), round(height)))
+        x0, y0 = (resized_w - crop_w) // 2, (resized_h - crop_h) // 2
+        sx, sy = width / resized_w, height / resized_h
+        region = (left + x0 * sx, top + y0 * sy, left + (x0 + crop_w) * sx, top + (y0 + crop_h) * sy)
+        pixels = np.asarray(image.resize((crop_w, crop_h), resample=Image.Resampling.BICUBIC, box=region))
+        fractions = (x0 / resized_w, y0 / resized_h, (x0 + crop_w) / resized_w, (y0 + crop_h) / resized_h)
+        return np.ascontiguousarray(pixels), bucket, fractions
+
+    def to_dict(self) -> dict:
+        return {"buckets": self.table.to_dict(), "compression": self.compression, "draft": self.draft}
+
+
+def preprocessing_from_dict(d: dict) -> Preprocessing | BucketedPreprocessing:
+    """The preprocessing a store records (``encoder.preprocessing``): square or bucketed."""
+    if isinstance(d, dict) and "buckets" in d:
+        from latentstore.format import BucketTable
+
+        unknown = sorted(set(d) - {"buckets", "compression", "draft"})
+        if unknown:
+            raise FormatError(f"unknown preprocessing settings {unknown}; upgrade latentstore to read this store")
+        try:
+            return BucketedPreprocessing(BucketTable.from_dict(d["buckets"]), d.get("compression"), d.get("draft", True))
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"invalid preprocessing settings {d}: {e}") from e
+    return Preprocessing.from_dict(d)
 
 
 def pixels_to_unit(x: np.ndarray) -> np.ndarray:
