@@ -347,17 +347,21 @@ def vlen_spans(const uint8_t[::1] chunk, int64_t count, int64_t[::1] starts, int
     return problem
 
 
-def gather_vlen(const uintptr_t[::1] addresses, const int64_t[::1] lengths, bint text):
-    """[item at addresses[i] of lengths[i] bytes], as str (strict UTF-8) or bytes.
+def gather_vlen(const uintptr_t[::1] addresses, const int64_t[::1] lengths, const int64_t[::1] rows, bint text):
+    """[item rows[i]], item r being ``lengths[r]`` bytes at ``addresses[r]``, as str (strict UTF-8) or bytes.
 
-    A text item that is not valid UTF-8 raises UnicodeDecodeError; the caller
-    names the chunk.
+    The items lie scattered over mapped files, so the loop asks for the item
+    a few places ahead while building the current one. A text item that is
+    not valid UTF-8 raises UnicodeDecodeError; the caller names the chunk.
     """
-    cdef Py_ssize_t i, n = addresses.shape[0]
+    cdef Py_ssize_t i, row, n = rows.shape[0]
     cdef list items = [None] * n
     for i in range(n):
+        if i + PREFETCH_ROWS < n:
+            prefetch(<const char*>addresses[rows[i + PREFETCH_ROWS]])
+        row = rows[i]
         if text:
-            items[i] = PyUnicode_DecodeUTF8(<const char*>addresses[i], lengths[i], "strict")
+            items[i] = PyUnicode_DecodeUTF8(<const char*>addresses[row], lengths[row], "strict")
         else:
-            items[i] = PyBytes_FromStringAndSize(<const char*>addresses[i], lengths[i])
+            items[i] = PyBytes_FromStringAndSize(<const char*>addresses[row], lengths[row])
     return items

@@ -240,7 +240,8 @@ def test_vlen_spans_matches_the_reference(values, cut, extra, count_delta):  # e
             np.testing.assert_array_equal(s1, s2)
             np.testing.assert_array_equal(l1, l2)
             addresses = (buffer.ctypes.data + s1).astype(np.uintp)
-            assert module._kernels.gather_vlen(addresses, l1, False) == values
+            order = np.arange(len(values), dtype=np.int64)[::-1].copy()
+            assert module._kernels.gather_vlen(addresses, l1, order, False) == values[::-1]
             assert _reference.gather_vlen([data], [(0, s, n) for s, n in zip(s1, l1)], False) == values
 
 

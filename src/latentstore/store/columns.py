@@ -98,11 +98,11 @@ class MappedTextColumn:
             for chunk in np.unique(chunks[~self._spanned[chunks]]).tolist():
                 self._span(chunk)
         try:
-            return _kernels.gather_vlen(self._addresses[rows], self._lengths[rows], self.text)
+            return _kernels.gather_vlen(self._addresses, self._lengths, rows, self.text)
         except UnicodeDecodeError:
             for row in rows.tolist():  # find the chunk to name
                 try:
-                    _kernels.gather_vlen(self._addresses[row : row + 1], self._lengths[row : row + 1], True)
+                    _kernels.gather_vlen(self._addresses, self._lengths, np.array([row], np.int64), True)
                 except UnicodeDecodeError as exc:
                     raise _damaged(self.name, row // self.chunk_rows, f"sample {row}'s text is not UTF-8 ({exc.reason})") from None
             raise
