@@ -93,15 +93,30 @@ class ByteTextEncoder(nn.Module):
         return torch.where(empty[:, None], self.empty.expand_as(pooled), pooled)
 
 
+def sincos_positions(rows: int, columns: int, width: int, device=None) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings (1, rows * columns, width), for any grid (as in MAE and SANA)."""
+    quarter = width // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, device=device) / quarter)
+    y, x = torch.meshgrid(torch.arange(rows, device=device), torch.arange(columns, device=device), indexing="ij")
+    angles_y, angles_x = y.reshape(-1, 1) * freqs, x.reshape(-1, 1) * freqs
+    embedding = torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=1)
+    return nn.functional.pad(embedding, (0, width - 4 * quarter))[None]
+
+
 class TinyDiT(nn.Module):
+    """``latent_shape`` (C, H, W) for a store of one shape, with learned positions; (C, None, None)
+    for a bucketed store, whose batches come in many shapes: fixed sine-cosine positions then."""
+
     def __init__(self, latent_shape, num_classes: int, width: int = 128, depth: int = 4, heads: int = 4, patch: int = 1,
                  text: bool = False):
         super().__init__()
         channels, height, width_px = latent_shape
-        self.latent_shape, self.patch = tuple(latent_shape), patch
-        tokens = (height // patch) * (width_px // patch)
+        self.channels, self.patch = channels, patch
         self.embed = nn.Linear(channels * patch * patch, width)
-        self.position = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.position = None
+        if height is not None:
+            tokens = (height // patch) * (width_px // patch)
+            self.position = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
         self.time = TimestepEmbedding(width)
         self.label = nn.Embedding(num_classes + 1, width)  # the last index: no label
         self.text = ByteTextEncoder(width, heads) if text else None
@@ -112,9 +127,11 @@ class TinyDiT(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, captions: list[str] | None = None) -> torch.Tensor:
-        b, (c, h, w), p = x.shape[0], self.latent_shape, self.patch
+        b, c, h, w = x.shape
+        p = self.patch
         tokens = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
-        x = self.embed(tokens) + self.position
+        x = self.embed(tokens)
+        x = x + (self.position if self.position is not None else sincos_positions(h // p, w // p, x.shape[-1], x.device))
         cond = self.time(t) + (self.label(labels) if self.text is None else self.text(captions))
         for block in self.blocks:
             x = block(x, cond)
@@ -147,7 +164,8 @@ def train(store_path, steps: int, batch_size: int, device: str = "cpu", lr: floa
     )
     if len(loader) == 0:
         raise ValueError(f"{store_path} has fewer valid samples than one batch of {batch_size}; lower --batch-size")
-    model = TinyDiT(store.latent_shape, max(num_classes, 0), text=bool(captions), **model_options).to(device)
+    shape = store.latent_shape if store.bucket_table is None else (store.latent_shape[0], None, None)
+    model = TinyDiT(shape, max(num_classes, 0), text=bool(captions), **model_options).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0)
     dropout = torch.Generator().manual_seed(seed)
     losses = []

@@ -317,3 +317,68 @@ def test_source_options_need_a_source_path(tmp_path, tiny_model):
         latentstore.encode(source, tmp_path / "x.zarr", model=tiny_model, caption_key="txt", **OPTIONS)
     with pytest.raises(latentstore.errors.SourceError, match="--store-images takes"):
         latentstore.encode(PHOTOS, tmp_path / "y.zarr", model=tiny_model, store_images="gif", **OPTIONS)
+
+
+# -- multi-aspect stores ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aspect_tree(tmp_path_factory):
+    """Photos of many aspect ratios: the shipped photos, a 2000x200 panorama, a 150x900 portrait,
+    a 23x17 image, EXIF-rotated and odd-mode files, and the broken ones."""
+    root = tmp_path_factory.mktemp("aspects") / "mixed"
+    shutil.copytree(PHOTOS, root / "photos", ignore=shutil.ignore_patterns("metadata.jsonl"))
+    shutil.copytree(DATA / "odd", root / "odd")
+    shutil.copytree(DATA / "broken", root / "broken")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bucketed(tmp_path_factory, tiny_model, aspect_tree):
+    out = tmp_path_factory.mktemp("bucketed") / "b.zarr"
+    summary = latentstore.encode(aspect_tree, out, model=tiny_model, workers=0, buckets="base=128", flip=True,
+                                 chunk_samples=8, batch_size=4, device="cpu", progress=False)
+    return summary, latentstore.open(out)
+
+
+def test_a_bucketed_store_holds_each_image_in_its_own_aspect(bucketed, aspect_tree, tiny_model):
+    from latentstore.encoding.preprocess import BucketedPreprocessing
+
+    summary, store = bucketed
+    assert summary.valid == summary.samples - 4  # the broken files
+    table = store.bucket_table
+    assert table.base == 128 and table.compression == 32
+    used = {tuple(b["shape"][1:]) for b in store.buckets if b["count"]}
+    assert {(2, 8), (8, 2), (4, 4)} <= used  # the panorama, the portrait, the squares
+    ids = store.ids(np.arange(len(store)))
+    preprocessing = BucketedPreprocessing(table, 32)
+    backend = load_backend(tiny_model, device="cpu")
+    for name, shape in (("odd/panorama_2000x200.jpg", (2, 8)), ("odd/tall_150x900.jpg", (8, 2))):
+        i = ids.index(name)
+        assert table.shapes[store.bucket_indices[i]] == shape
+        pixels, bucket, box = preprocessing(aspect_tree / name)
+        assert pixels.shape == (shape[0] * 32, shape[1] * 32, 3) and bucket == store.bucket_indices[i]
+        np.testing.assert_allclose(store.crop_boxes(i), box, rtol=1e-6)
+    for b in np.unique(store.bucket_indices[store.valid]):
+        rows = np.flatnonzero(store.valid & (store.bucket_indices == b))
+        crops = np.stack([preprocessing(aspect_tree / ids[r])[0] for r in rows])
+        z = backend.encode(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()).numpy()
+        q, s = latentstore.quantize(z)
+        got_q, got_s = store.codes(rows)
+        np.testing.assert_array_equal(got_q, q)
+        np.testing.assert_array_equal(got_s, s)
+        np.testing.assert_array_equal(store.read(rows)[0], latentstore.dequantize(q, s))
+    with pytest.raises(ValueError, match="several buckets"):
+        store.read(np.flatnonzero(store.valid))
+
+
+def test_bucket_tables_from_a_file_and_bad_ones(tmp_path, tiny_model):
+    from latentstore.encoding.pipeline import bucket_table
+
+    (tmp_path / "t.json").write_text("[[128, 128], [96, 160], [160, 96]]")
+    assert bucket_table(str(tmp_path / "t.json"), 32).shapes == ((4, 4), (3, 5), (5, 3))
+    (tmp_path / "bad.json").write_text("[[100, 128]]")
+    with pytest.raises(latentstore.errors.SourceError, match="multiple of the model's compression"):
+        bucket_table(str(tmp_path / "bad.json"), 32)
+    with pytest.raises(latentstore.errors.SourceError, match="base=N needs N"):
+        bucket_table("base=100", 32)
+    with pytest.raises(latentstore.errors.SourceError, match="base=N or a JSON file"):
+        bucket_table(str(tmp_path / "missing.json"), 32)

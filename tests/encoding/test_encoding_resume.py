@@ -192,3 +192,23 @@ def test_a_captioned_collection_resumes_and_runs_on_two_ranks_to_the_same_store(
     done = run(captioned_command(shards, two, model), launcher=TORCHRUN)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_store(captioned, two)
+
+
+def test_a_bucketed_encode_resumes_after_kill_9_to_identical_bytes(setup, tmp_path):
+    model, tree = setup
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tree, mixed)
+    shutil.copytree(DATA / "odd", mixed / "odd")  # a panorama, a tall portrait, a tiny image, odd modes
+    command = lambda out: [*encode_command(mixed, out, model), "--buckets", "base=128"]  # noqa: E731
+    straight_out, killed_out = tmp_path / "s.zarr", tmp_path / "k.zarr"
+    done = run(command(straight_out))
+    assert done.returncode == 0, done.stderr
+    store = latentstore.open(straight_out)
+    assert len({b["shape"] for b in store.buckets if b["count"]}) >= 3
+    killed = run(command(killed_out), kill_after=3)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (killed_out / "buckets" / "c").mkdir(parents=True, exist_ok=True)
+    (killed_out / "buckets" / "c" / "3").write_bytes(b"torn")  # chunk 3 died mid-write
+    resumed = run(command(killed_out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_store(straight_out, killed_out)
