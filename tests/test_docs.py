@@ -19,6 +19,14 @@ def imagenet_zarr(tmp_path, monkeypatch, latents_factory):
             rows = np.arange(1300)[block]
             writer.write(start, x[block], labels=rows % 10, flip_latents=-x[block],
                          columns={"caption": [f"photo {i}, ünïcode" for i in rows], "width": rows * 2})
+    from latentstore.format import BucketTable
+    from latentstore.store.writer import pack_buckets
+
+    table = BucketTable.from_base(256, 32)
+    shapes = table.shapes * 4
+    rows, buckets = pack_buckets([x[i].reshape(32, 64)[:, : h * w].reshape(32, h, w) for i, (h, w) in enumerate(shapes)], table)
+    with latentstore.create("multi-aspect.zarr", len(rows), (32,), buckets=table) as writer:
+        writer.write(0, rows, buckets=buckets)
     return latentstore.open("imagenet.zarr")
 
 
@@ -45,6 +53,7 @@ def test_reading_a_store_without_latentstore(imagenet_zarr):
     assert [str(c) for c in names["captions"]] == store.column("caption", rows)
     assert names["widths"].tolist() == store.column("width", rows).tolist()
     assert names["texts"] == store.column("caption", np.arange(768, 1024))
+    assert names["sample"].tobytes() == latentstore.open("multi-aspect.zarr").codes(12)[0].tobytes()
 
 
 # -- the other pages and the README ---------------------------------------------
