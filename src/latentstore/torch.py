@@ -11,7 +11,9 @@ Two ways in:
 - :class:`LatentDataset`, a map-style dataset for code built around
   ``torch.utils.data.DataLoader``; ``__getitems__`` reads a whole batch with
   one gather, and DataLoader workers (fork, spawn or forkserver) reopen the
-  store's memory maps instead of receiving pickled data.
+  store's memory maps instead of receiving pickled data. On a bucketed
+  (multi-aspect) store, :class:`BucketBatchSampler` gives it batches of one
+  bucket, as :class:`LatentLoader` reads them.
 
 Both see the valid samples only (``store.valid``), and both draw horizontal
 flips from the store's stored ``flip/`` latents, never by flipping a latent.
@@ -31,7 +33,7 @@ import torch
 from latentstore._options import choice, flag, integer, probability
 from latentstore.quantization import torch_quant
 from latentstore.store.reader import LatentStore
-from latentstore.store.sampling import batch_slices
+from latentstore.store.sampling import batch_slices, bucket_batch_count, bucket_batches
 
 _DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
@@ -345,6 +347,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def _samples(self, positions):
         samples = self.indices[positions]
+        _check_one_bucket(self.store, samples)
         flip = flip_mask(samples, self.flip_prob, self.seed, self.epoch) if self.flip_prob else None
         return samples, flip
 
@@ -373,6 +376,25 @@ class LatentDataset(torch.utils.data.Dataset):
         return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)), columns)
 
 
+def _check_one_bucket(store: LatentStore, samples: np.ndarray) -> None:
+    """A batch of a bucketed store must be one bucket's (its latents are one array); say how to get such."""
+    of = store.bucket_indices
+    if of is None or len(samples) < 2:
+        return
+    buckets = of[samples]
+    mixed = np.flatnonzero(buckets != buckets[0])
+    if len(mixed):
+        table = store.bucket_table
+        shapes = table.shapes if table is not None else ()
+        first, other = int(buckets[0]), int(buckets[mixed[0]])
+        raise ValueError(
+            f"this batch mixes buckets of the bucketed store {store.path} (sample {int(samples[0])} is {shapes[first]}, "
+            f"sample {int(samples[mixed[0]])} {shapes[other]}), and a batch's latents are one array; give the DataLoader "
+            "batch_sampler=latentstore.torch.BucketBatchSampler(dataset, batch_size) (batches of one bucket each; "
+            "its shuffle=, seed=, drop_last=, set_epoch and state_dict replace the sampler's), or use LatentLoader"
+        )
+
+
 def _distributed_rank(rank, world_size) -> tuple[int, int]:
     if (rank is None) != (world_size is None):
         raise ValueError(f"pass both rank and world_size or neither, got rank={rank}, world_size={world_size}")
@@ -382,6 +404,118 @@ def _distributed_rank(rank, world_size) -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of one bucket each, for ``DataLoader(dataset, batch_sampler=BucketBatchSampler(dataset, batch_size))``.
+
+    ``store_or_dataset``: a :class:`LatentDataset` (its positions are
+    yielded), or a store or path (positions of ``LatentDataset(store)``: the
+    i-th valid sample is position i). Each epoch is ``sampling.bucket_batches``,
+    the same batches a :class:`LatentLoader` with these settings reads: every
+    valid sample once, batches of one bucket, the partial last batch of each
+    bucket kept or dropped with ``drop_last``, the batch order drawn from
+    (seed, epoch); under ``torch.distributed`` (or with explicit ``rank`` and
+    ``world_size``) each rank gets its round-robin share, every rank the same
+    number of batches (without ``drop_last`` the epoch's first few batches
+    repeat to make up the count, as with ``DistributedSampler``). A store of
+    one shape works too (one bucket).
+
+    ``len(sampler)`` is the batches of a whole epoch on this rank. Call
+    :meth:`set_epoch` each epoch (and the dataset's ``set_epoch`` for fresh
+    flips and captions); the epoch does not advance by itself, as with
+    ``DistributedSampler``. To resume mid-epoch: save :meth:`state_dict`
+    (passing ``batches_done``, the batches the loop has consumed, when the
+    DataLoader has workers: they draw batches ahead), and in the new run call
+    :meth:`load_state_dict` before iterating; the next iteration yields exactly
+    the remaining batches of that epoch, later ones whole epochs.
+    """
+
+    def __init__(self, store_or_dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        store = store_or_dataset.store if isinstance(store_or_dataset, LatentDataset) else _open(store_or_dataset)
+        self.store = store
+        self.batch_size = integer(batch_size, "batch_size", minimum=1)
+        self.shuffle = flag(shuffle, "shuffle")
+        self.seed = integer(seed, "seed", minimum=0)
+        self.drop_last = flag(drop_last, "drop_last")
+        self.rank, self.world_size = _distributed_rank(rank, world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
+        self._candidates = np.flatnonzero(store.valid)
+        of = store.bucket_indices
+        self._buckets = np.zeros(len(self._candidates), np.int64) if of is None else of[self._candidates]
+        self._counts = np.array([b["count"] for b in store.buckets], dtype=np.int64)
+        self.epoch = 0
+        self._position = 0  # batches of the epoch handed out (by the running iteration)
+        self._resume_at: int | None = None  # where the next iteration starts, after load_state_dict
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of ``epoch`` at the next iteration. After :meth:`load_state_dict`,
+        ``set_epoch`` of the restored epoch keeps the resume; another epoch raises, unless the
+        restored epoch was done (its state saved after its last batch)."""
+        epoch = integer(epoch, "epoch", minimum=0)
+        if self._resume_at is not None and epoch != self.epoch and self._resume_at >= len(self):
+            self._resume_at = None
+        if self._resume_at is not None and epoch != self.epoch:
+            raise ValueError(
+                f"the sampler was restored to epoch {self.epoch}, batch {self._resume_at}, and set_epoch({epoch}) "
+                f"would drop that resume; call set_epoch({self.epoch}) (or nothing) before iterating, or "
+                "load_state_dict the state of the epoch you want"
+            )
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches of the current epoch, as sample indices of the store."""
+        return bucket_batches(self._candidates, self._buckets, self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                              epoch=self.epoch, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last)
+
+    def __len__(self) -> int:
+        return bucket_batch_count(self._counts, self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
+
+    def __iter__(self):
+        start = self._resume_at or 0
+        self._resume_at = None
+        batches = self.batches()
+        self._position = start
+        for batch in batches[start:]:
+            self._position += 1
+            yield np.searchsorted(self._candidates, batch).tolist()
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Where the epoch stands. ``batches_done``: the batches of this epoch the training loop has
+        consumed; by default the ones this sampler has handed out, which is the same only without
+        DataLoader workers (with workers the DataLoader draws ``num_workers * prefetch_factor`` ahead)."""
+        done = self._position if self._resume_at is None else self._resume_at
+        if batches_done is not None:
+            done = integer(batches_done, "batches_done", minimum=0)
+            if done > len(self):
+                raise ValueError(f"batches_done={done} is more than the {len(self)} batches of an epoch on this rank")
+        return {
+            "epoch": self.epoch,
+            "batches_done": done,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_samples": len(self.store),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`: the next iteration yields the rest of its epoch."""
+        fixed = ("shuffle", "batch_size", "drop_last", "rank", "world_size", "num_samples")
+        mine = self.state_dict()
+        diffs = [f"{k}: saved {state.get(k)!r}, sampler has {mine[k]!r}" for k in fixed if state.get(k) != mine[k]]
+        if diffs:
+            raise ValueError("cannot resume: the saved sampler state was made with other settings ("
+                             + "; ".join(diffs) + "); build the sampler with the saved settings")
+        self.seed = integer(state["seed"], "seed", minimum=0)
+        self.epoch = integer(state["epoch"], "epoch", minimum=0)
+        self._resume_at = integer(state["batches_done"], "batches_done", minimum=0)
+        self._position = self._resume_at
 
 
 @dataclass
@@ -411,6 +545,14 @@ class _Buffer:
 
 def _refcounts(arrays) -> tuple:
     return tuple(sys.getrefcount(a) for a in arrays)
+
+
+def _first(array, n: int, shape: tuple[int, ...] | None):
+    """The first ``n`` samples of a buffer (a numpy array or a tensor), as (n, *shape): a view of its
+    first ``n * prod(shape)`` elements, so one buffer of the largest bucket holds a batch of any."""
+    if shape is None or tuple(array.shape[1:]) == tuple(shape):
+        return array[:n]
+    return array.reshape(-1)[: n * int(np.prod(shape))].reshape((n, *shape))
 
 
 @dataclass
@@ -457,9 +599,9 @@ class _BatchPositions:
     """The remaining batches of a loader's current epoch as lists of dataset positions (a batch sampler)."""
 
     def __init__(self, loader: "LatentLoader"):
-        epoch, order, parts = loader._plan()
-        positions = np.searchsorted(np.flatnonzero(loader.store.valid), order)
-        self._batches = [positions[part].tolist() for part in parts]
+        _, batches = loader._plan()
+        valid = np.flatnonzero(loader.store.valid)
+        self._batches = [np.searchsorted(valid, batch).tolist() for batch in batches]
 
     def __iter__(self):
         return iter(self._batches)
@@ -480,7 +622,14 @@ class LatentLoader:
     :meth:`load_state_dict` resume mid-epoch with exactly the remaining batches.
 
     Latents are float32 (or ``dtype=torch.float16``) of shape (B, C, H, W),
-    labels int64 (B,). ``normalize`` as in :meth:`LatentStore.read`;
+    labels int64 (B,). On a bucketed (multi-aspect) store every batch holds
+    samples of one bucket, (B, C, h, w) with that bucket's (h, w): the epoch is
+    ``sampling.bucket_batches`` (each valid sample once, each bucket's partial
+    last batch kept or dropped with ``drop_last``, the batches in an order
+    drawn from (seed, epoch), dealt round-robin to the ranks, every rank the
+    same number of batches: without ``drop_last`` the first few batches of the
+    epoch repeat on the ranks that would otherwise run short, as with
+    ``DistributedSampler``). ``normalize`` as in :meth:`LatentStore.read`;
     ``flip_prob`` reads the stored ``flip/`` latent of a sample with that
     probability. ``dequantize_on="host"`` gathers and dequantizes in the
     compiled reader; ``"device"`` (the default for a CUDA ``device``) ships
@@ -498,7 +647,9 @@ class LatentLoader:
     tensor of a batch handed out of it is alive, so a loop that drops each
     batch reuses the same few buffers and one that keeps them never sees them
     change. With CUDA the host buffers are pinned, reused and copied
-    asynchronously, and the device tensors are new.
+    asynchronously, and the device tensors are new. On a bucketed store the
+    buffers are sized for the largest bucket, (B, C, max_tokens), and a batch is
+    a view of their first B * C * h * w elements, with the same rules.
 
     For code written around ``torch.utils.data.DataLoader``: ``loader.dataset``
     is the equivalent :class:`LatentDataset` and ``loader.batch_sampler`` yields
@@ -570,6 +721,12 @@ class LatentLoader:
         self._pin = flag(pin_memory, "pin_memory") and self._cuda
         self.pin_memory = self._pin  # what DataLoader-shaped code reads: whether batches are pinned
         self._share = int(self.store.valid.sum()) // self.world_size
+        # A bucketed store: its valid samples, their buckets, and the valid samples of each bucket.
+        self._bucketed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self.store.bucket_indices is not None:
+            candidates = np.flatnonzero(self.store.valid)
+            counts = np.array([b["count"] for b in self.store.buckets], dtype=np.int64)
+            self._bucketed = (candidates, self.store.bucket_indices[candidates], counts)
         self._epoch = 0
         self._position = 0
         self._restored: int | None = None  # the epoch load_state_dict restored, until it is iterated
@@ -579,6 +736,9 @@ class LatentLoader:
     # -- epochs and resumption ---------------------------------------------
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
+        if self._bucketed is not None:
+            return bucket_batch_count(self._bucketed[2], self.batch_size, world_size=self.world_size,
+                                      drop_last=self.drop_last)
         return len(batch_slices(self._share, self.batch_size, self.drop_last))
 
     @property
@@ -705,11 +865,13 @@ class LatentLoader:
             buffer.copied.synchronize()  # never overwrite memory a copy is still reading
         n = len(indices)
         flip = flip_mask(indices, self.flip_prob, self.seed, epoch) if self.flip_prob else None
+        shape = self._sample_shape(indices)
         host = (lambda t: t[:n].numpy()) if self._cuda else (lambda a: a[:n])  # noqa: E731
         labels = host(buffer.labels)
         names = ["latents"] if self.dequantize_on == "host" else ["codes"]
         if self.dequantize_on == "host":
-            latents = host(buffer.latents)
+            latents = _first(buffer.latents, n, shape)
+            latents = latents.numpy() if self._cuda else latents
             _, label_values = self.store.read(
                 indices,
                 dtype=_DTYPES[self.dtype],
@@ -723,7 +885,8 @@ class LatentLoader:
         else:
             q, s = self.store.codes(indices, flip=flip, num_threads=self.num_threads)
             labels[...] = self.store.labels[indices]
-            codes = host(buffer.codes)
+            codes = _first(buffer.codes, n, shape)
+            codes = codes.numpy() if self._cuda else codes
             codes[...] = q
             parts = (codes,)
             if s is not None:
@@ -734,7 +897,8 @@ class LatentLoader:
         columns = None if self.columns is None else self.columns.read(self.store, indices, self.seed, epoch)
         if not self._cuda:
             return _Ready(buffer, tuple(torch.from_numpy(a) for a in (*parts, labels)), columns=columns)
-        tensors = tuple(getattr(buffer, name)[:n] for name in (*names, "labels"))
+        tensors = tuple(_first(getattr(buffer, name), n, shape if name in ("latents", "codes") else None)
+                        for name in (*names, "labels"))
         with torch.cuda.stream(self._stream):
             tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
             if columns is not None:
@@ -765,29 +929,42 @@ class LatentLoader:
             batch = (latents, labels.to(self.device))
         return batch if ready.columns is None else (*batch, ready.columns)
 
-    def _plan(self) -> tuple[int, np.ndarray, list[slice]]:
+    def _sample_shape(self, indices: np.ndarray) -> tuple[int, ...]:
+        """The latent shape of a batch's samples: the store's, or their bucket's."""
+        table = self.store.bucket_table
+        if table is None or self.store.bucket_indices is None:
+            return self.store.latent_shape
+        return (self.store.metadata.channels, *table.shapes[int(self.store.bucket_indices[indices[0]])])
+
+    def _plan(self) -> tuple[int, list[np.ndarray]]:
+        """The epoch and the sample indices of each of its remaining batches on this rank."""
+        if self._bucketed is not None:
+            candidates, buckets, _ = self._bucketed
+            batches = bucket_batches(candidates, buckets, self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                                     epoch=self._epoch, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last)
+            return self._epoch, batches[self._position :]
         order = self.store.epoch_indices(
             shuffle=self.shuffle, seed=self.seed, epoch=self._epoch, rank=self.rank, world_size=self.world_size
         )
-        return self._epoch, order, batch_slices(len(order), self.batch_size, self.drop_last)[self._position :]
+        return self._epoch, [order[part] for part in batch_slices(len(order), self.batch_size, self.drop_last)[self._position :]]
 
     # -- iterating ---------------------------------------------------------
     def __iter__(self):
         self._restored = None
-        epoch, order, parts = self._plan()
+        epoch, batches = self._plan()
         if self.prefetch == 0:
             buffer = self._new_buffer()
-            for part in parts:
-                ready = self._fill(buffer, order[part], epoch)
+            for indices in batches:
+                ready = self._fill(buffer, indices, epoch)
                 self._position += 1
                 yield self._deliver(ready)
         else:
-            yield from self._iter_prefetched(epoch, order, parts)
+            yield from self._iter_prefetched(epoch, batches)
         self._epoch += 1
         self._position = 0
 
-    def _iter_prefetched(self, epoch, order, parts):
-        if not parts:
+    def _iter_prefetched(self, epoch, batches):
+        if not batches:
             return
         free: queue.Queue = queue.Queue()
         for _ in range(self.prefetch):
@@ -795,13 +972,13 @@ class LatentLoader:
         ready: queue.Queue = queue.Queue()
         # The first batch is read here, not behind a thread start: that is
         # most of the time to first batch.
-        ready.put(self._fill(self._new_buffer(), order[parts[0]], epoch))
-        parts = parts[1:]
+        ready.put(self._fill(self._new_buffer(), batches[0], epoch))
+        batches = batches[1:]
         stop = threading.Event()
 
         def produce():
             try:
-                for part in parts:
+                for indices in batches:
                     while True:
                         if stop.is_set():
                             return
@@ -810,7 +987,7 @@ class LatentLoader:
                             break
                         except queue.Empty:
                             continue
-                    ready.put(self._fill(buffer, order[part], epoch))
+                    ready.put(self._fill(buffer, indices, epoch))
                 ready.put(_DONE)
             except BaseException as exc:  # handed to the consumer, raised there
                 ready.put(_Failure(exc))
