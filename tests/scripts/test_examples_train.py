@@ -82,3 +82,23 @@ def test_text_conditioned_training_learns_from_the_captions(captioned_store, cap
                     "--depth", "1", "--captions", "caption"])
     with pytest.raises(ValueError, match="text columns"):
         train_dit.train(captioned_store, steps=1, batch_size=4, captions=["nope"])
+
+
+def test_training_on_a_bucketed_store_takes_every_shape(tmp_path, capsys):
+    from latentstore.format import BucketTable
+    from latentstore.store.writer import pack_buckets
+
+    table = BucketTable.from_base(128, 32)  # (2, 8) ... (8, 2): 16 tokens
+    rng = np.random.default_rng(2)
+    latents = [(rng.standard_t(4, size=(4, *table.shapes[i % len(table.shapes)])) * 1.7).astype(np.float32) for i in range(40)]
+    rows, buckets = pack_buckets(latents, table)
+    with latentstore.create(tmp_path / "b.zarr", 40, (4,), chunk_samples=16, buckets=table, classes=["a", "b"]) as writer:
+        for start in range(0, 40, 16):
+            part = slice(start, start + 16)
+            writer.write(start, rows[part], buckets=buckets[part], labels=np.arange(40)[part] % 2)
+    model, losses = train_dit.train(tmp_path / "b.zarr", steps=8, batch_size=4, lr=1e-3, log_every=4, width=32, depth=1, heads=2)
+    assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
+    assert model.position is None  # sine-cosine positions for any grid
+    with torch.no_grad():
+        for h, w in table.shapes:
+            assert model(torch.zeros(2, 4, h, w), torch.rand(2), torch.zeros(2, dtype=torch.long)).shape == (2, 4, h, w)

@@ -140,3 +140,12 @@ def test_a_square_store_reports_one_bucket(tmp_path):
     assert store.buckets == [{"bucket": 0, "shape": (C, 2, 2), "count": 4}]
     assert store.bucket_table is None and store.bucket_indices is None
     assert fmt.version_for((), None) == 1
+
+
+def test_batches_of_a_bucketed_store_are_one_bucket_each_and_cover_the_epoch(bucketed):
+    store, _, buckets = bucketed
+    seen = []
+    for latents, _ in store.batches(8, seed=1):
+        assert latents.shape[2:] in {TABLE.shapes[b] for b in buckets}
+        seen.append(latents.shape[0])
+    assert sum(seen) == N

@@ -31,7 +31,7 @@ from latentstore.quantization.threads import threads_for
 from latentstore.store.columns import MappedTextColumn, ZarrColumn
 from latentstore.store.files import LocalFiles
 from latentstore.store.mapped import MappedChunks, ZarrRows, load_local_array, read_rows
-from latentstore.store.sampling import batch_slices, epoch_order
+from latentstore.store.sampling import batch_slices, bucket_batches, epoch_order
 
 NORMALIZE_MODES = (False, True, "stats", "scaling_factor")
 
@@ -652,8 +652,15 @@ class LatentStore:
         """Yield ``(latents, labels)`` batches over one epoch of valid samples.
 
         The order depends on (seed, epoch) alone; with ``world_size > 1``
-        each rank gets a disjoint, equal share of every epoch.
+        each rank gets a disjoint, equal share of every epoch. A bucketed
+        store gives batches of one bucket each (``sampling.bucket_batches``).
         """
+        if self._bucket_of is not None:
+            valid = np.flatnonzero(self.valid)
+            for rows in bucket_batches(valid, self._bucket_of[valid], batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                                       rank=rank, world_size=world_size, drop_last=drop_last):
+                yield self.read(rows, dtype=dtype, normalize=normalize)
+            return
         order = self.epoch_indices(shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
         for part in batch_slices(len(order), batch_size, drop_last):
             yield self.read(order[part], dtype=dtype, normalize=normalize)
