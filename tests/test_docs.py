@@ -103,6 +103,19 @@ def small_store(path, n=600, captioned=False):
             writer.write(start, x[block], labels=rows % 10, flip_latents=-x[block], columns=values)
 
 
+def bucketed_store(path, n=600):
+    from latentstore.format import BucketTable
+    from latentstore.store.writer import pack_buckets
+
+    table = BucketTable.from_base(256, 32)
+    rng = np.random.default_rng(0)
+    latents = [(rng.standard_t(4, size=(32, *table.shapes[i % 4 * 2])) * 1.7).astype(np.float32) for i in range(n)]  # synthetic
+    rows, buckets = pack_buckets(latents, table)
+    with latentstore.create(path, n, (32,), chunk_samples=256, buckets=table) as writer:
+        for start in range(0, n, 256):
+            writer.write(start, rows[start : start + 256], buckets=buckets[start : start + 256])
+
+
 @pytest.mark.parametrize("page", ["training.md", "README.md", "captions.md"])
 def test_training_snippets(tmp_path, monkeypatch, page):
     pytest.importorskip("torch")
@@ -110,6 +123,7 @@ def test_training_snippets(tmp_path, monkeypatch, page):
     for name in ("imagenet-dcae.zarr", "imagenet-train.zarr", "toy-source.zarr"):
         small_store(name)
     small_store("captioned.zarr", captioned=True)
+    bucketed_store("multi-aspect.zarr")
     blocks, replacements = python_blocks(page), []
     if page == "README.md":
         url = f"memory://docs-readme/{tmp_path.name}/imagenet-dcae"
