@@ -228,3 +228,38 @@ def test_a_zstd_push_is_smaller_plain_zarr_and_reads_back_through_the_mapped_pat
     assert verify(tmp_path / "pulled.zarr").ok and latentstore.open(tmp_path / "pulled.zarr").fast
     again = transfer.transfer(url, str(tmp_path / "pulled.zarr"))
     assert again.files_copied == 0
+
+
+def test_columns_and_buckets_travel_compressed_and_come_back_mapped(s3, tmp_path):
+    import zarr
+
+    from latentstore.format import BucketTable
+    from latentstore.store.writer import pack_buckets
+
+    table = BucketTable.from_base(128, 32)
+    rng = np.random.default_rng(3)
+    latents = [rng.normal(size=(4, *table.shapes[i % len(table.shapes)])).astype(np.float32) for i in range(40)]
+    rows, buckets = pack_buckets(latents, table)
+    captions = [f"a caption of sample {i}, repeated words repeated words ✓" for i in range(40)]
+    path = tmp_path / "captioned.zarr"
+    with latentstore.create(path, 40, (4,), chunk_samples=16, buckets=table,
+                            columns={"caption": "text", "jpeg": "bytes", "width": "int32"}) as writer:
+        for start in range(0, 40, 16):
+            part = slice(start, start + 16)
+            writer.write(start, rows[part], buckets=buckets[part], columns={
+                "caption": captions[part], "jpeg": [b"\xff\xd8" * 40] * len(captions[part]), "width": np.arange(40)[part]})
+    local = latentstore.open(path)
+    url = f"{s3}/captioned.zarr"
+    assert cli.main(["push", str(path), url, "--compress", "zstd", "--no-progress"]) == 0
+    remote_caption_bytes = sum(info["size"] for info in s3fs().find(f"{url[5:]}/columns/caption", detail=True).values())
+    local_caption_bytes = sum(p.stat().st_size for p in (path / "columns" / "caption").rglob("*") if p.is_file())
+    assert remote_caption_bytes < local_caption_bytes  # text compresses well
+    group = zarr.open_group(url, mode="r")
+    assert [str(c) for c in group["columns/caption"][:40]] == captions
+    store = latentstore.open(url, cache_dir=tmp_path / "cache")
+    assert store.fast and store.column("caption", range(40)) == captions
+    assert store.column("jpeg", [5]) == [b"\xff\xd8" * 40]
+    one = np.flatnonzero(buckets == buckets[7])
+    assert store.read(one)[0].tobytes() == local.read(one)[0].tobytes()
+    assert cli.main(["pull", url, str(tmp_path / "pulled.zarr"), "--no-progress"]) == 0
+    assert verify(tmp_path / "pulled.zarr").ok

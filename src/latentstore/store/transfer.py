@@ -126,8 +126,17 @@ class _Side:
             raise
 
 
-RAW_CODECS = ("bytes", "crc32c")
-ZSTD_CODECS = ("bytes", "zstd", "crc32c")
+#: The array-to-bytes codecs whose chunks push --compress wraps in zstd (and pull unwraps):
+#: fixed-size values, and the variable-length text and bytes of columns.
+SERIALIZERS = ("bytes", "vlen-utf8", "vlen-bytes")
+
+
+def _plain(names: tuple) -> bool:
+    return len(names) == 2 and names[0] in SERIALIZERS and names[1] == "crc32c"
+
+
+def _zstd(names: tuple) -> bool:
+    return len(names) == 3 and names[0] in SERIALIZERS and names[1:] == ("zstd", "crc32c")
 ZSTD_LEVEL = 3
 
 
@@ -154,15 +163,18 @@ def _compress_chunk(data: bytes) -> bytes:
     return _with_crc32c(bytes(Zstd(level=ZSTD_LEVEL).encode(data[:-4])))
 
 
-def _decompress_chunk(data: bytes, key: str, nbytes: int) -> bytes:
+def _decompress_chunk(data: bytes, key: str, nbytes: int | None) -> bytes:
+    """A zstd chunk's payload decompressed, with its crc32c; ``nbytes`` the size it must have
+    (None for the variable-length chunks of text and bytes columns)."""
     import numpy as np
     from numcodecs import Zstd
 
-    out = np.empty(nbytes, dtype=np.uint8)
+    out = None if nbytes is None else np.empty(nbytes, dtype=np.uint8)
     try:
         raw = bytes(np.frombuffer(Zstd().decode(data[:-4], out=out), dtype=np.uint8))
     except (ValueError, RuntimeError) as exc:
-        raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} does not decompress to its {nbytes} bytes: {exc}") from None
+        size = "its" if nbytes is None else f"its {nbytes}"
+        raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} does not decompress to {size} bytes: {exc}") from None
     return _with_crc32c(raw)
 
 
@@ -236,9 +248,9 @@ def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, prog
         if key == "zarr.json" or document.get("node_type") != "array":
             continue
         array, names = key[: -len("/zarr.json")], _codec_names(document)
-        if compress and names == RAW_CODECS:
+        if compress and _plain(names):
             recode[array] = "compress"
-        elif destination.local and names == ZSTD_CODECS:
+        elif destination.local and _zstd(names):
             recode[array] = "decompress"
     for array, how in recode.items():
         raw[f"{array}/zarr.json"] = (json.dumps(_recoded(documents[f"{array}/zarr.json"], how == "compress"), indent=2)
@@ -296,9 +308,12 @@ def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, prog
     return report
 
 
-def _chunk_nbytes(document: dict) -> int:
+def _chunk_nbytes(document: dict) -> int | None:
+    """Bytes of one decoded chunk; None for the variable-length data types."""
     import numpy as np
 
+    if document["data_type"] in {name for name, _ in fmt.VLEN_TYPES.values()}:
+        return None
     shape = document["chunk_grid"]["configuration"]["chunk_shape"]
     return int(np.prod(shape)) * np.dtype(document["data_type"]).itemsize
 
