@@ -50,8 +50,9 @@ def kernels_info() -> str:
 
 
 def decode(store, indices, **options):
-    """Decode samples of a store back to uint8 images (n, H, W, 3) with its recorded model;
-    see :func:`latentstore.encoding.decoding.decode` (needs the ``encode`` extra)."""
+    """Decode samples of a store back to uint8 images (n, H, W, 3) with its recorded model (a list
+    of (H_i, W_i, 3) images when a bucketed store's samples have several shapes); see
+    :func:`latentstore.encoding.decoding.decode` (needs the ``encode`` extra)."""
     from latentstore.encoding.decoding import decode as _decode
 
     return _decode(store, indices, **options)

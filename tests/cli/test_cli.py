@@ -110,3 +110,39 @@ def test_info_lists_the_columns_with_their_kind_and_size(tmp_path, capsys):
     facts = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in facts["columns"]] == ["caption", "image"]
     assert facts["columns"][1]["bytes_on_disk"] > 4000
+
+
+def test_info_shows_the_bucket_histogram(tmp_path, capsys):
+    from latentstore.format import BucketTable
+    from latentstore.store.writer import pack_buckets
+
+    table = BucketTable.from_base(64, 16, max_aspect=2.0)  # 4 x 4 tokens at most, aspect ratios up to 2:1
+    assert table.shapes == ((3, 5), (4, 4), (5, 3))
+    rng = np.random.default_rng(0)
+    buckets = [0] * 6 + [1] * 6  # 6 wide, 6 square (the last invalid), no tall
+    rows, indices = pack_buckets([rng.standard_normal((2, *table.shapes[b])).astype(np.float32) for b in buckets], table)
+    with latentstore.create(tmp_path / "b.zarr", len(buckets), (2,), buckets=table) as writer:
+        writer.write(0, rows, buckets=indices, valid=np.arange(12) != 11)
+    assert cli.main(["info", str(tmp_path / "b.zarr")]) == 0
+    text = capsys.readouterr().out
+    assert "buckets          3 shapes, base 64 px, 16x compression; 2 hold valid samples" in text
+    lines = text.splitlines()
+    row = next(line for line in lines if line.split()[:4] == ["0", "3", "x", "5"])
+    assert row.split()[4:7] == ["48x80", "6", "54.55%"] and row.endswith("#" * 24)
+    row = next(line for line in lines if line.split()[:4] == ["1", "4", "x", "4"])
+    assert row.split()[4:7] == ["64x64", "5", "45.45%"] and row.endswith(" " + "#" * 20)
+    assert "(1 empty buckets not shown)" in text
+    assert cli.main(["info", "--json", str(tmp_path / "b.zarr")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["bucket_table"] == {"shapes": [[3, 5], [4, 4], [5, 3]], "base": 64, "compression": 16}
+    assert [(b["shape"], b["pixels"], b["count"]) for b in facts["buckets"]] == [
+        ([3, 5], [48, 80], 6), ([4, 4], [64, 64], 5), ([5, 3], [80, 48], 0)]
+    assert facts["buckets"][0]["share"] == pytest.approx(6 / 11)
+
+
+def test_info_of_a_store_of_one_shape_has_no_buckets(small_store, capsys):
+    assert cli.main(["info", "--json", str(small_store)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["buckets"] is None and facts["bucket_table"] is None
+    assert cli.main(["info", str(small_store)]) == 0
+    assert "buckets" not in capsys.readouterr().out

@@ -193,3 +193,81 @@ def test_bad_arguments(kwargs, match):
 def test_interleave_needs_equal_groups():
     with pytest.raises(ValueError, match="same shape"):
         interleave(tiles(2), tiles(3))
+
+
+# -- images of several shapes (a bucketed store's) ------------------------------------------------
+def mixed_tiles(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((32, 32, 3), (16, 64, 3), (64, 16, 3))]
+
+
+def test_images_of_several_shapes_are_fitted_to_one_cell_and_letterboxed():
+    images = mixed_tiles()
+    grid = np.asarray(make_grid(images, columns=3, padding=2, min_tile=0))
+    # The cell is as tall as the tallest and as wide as the widest image: 64 x 64.
+    assert grid.shape == (2 + 64 + 2, 2 + 3 * (64 + 2), 3)
+    cells = [grid[2 : 2 + 64, 2 + c * 66 : 2 + c * 66 + 64] for c in range(3)]
+    # 32 x 32 doubles (a whole factor: nearest neighbour, exact) to fill its cell
+    np.testing.assert_array_equal(cells[0][::2, ::2], images[0])
+    np.testing.assert_array_equal(cells[0][1::2, 1::2], images[0])
+    # 16 x 64 keeps its size, centred between letterbox bands above and below
+    np.testing.assert_array_equal(cells[1][24:40], images[1])
+    assert (cells[1][:24] == grid_module.LETTERBOX).all() and (cells[1][40:] == grid_module.LETTERBOX).all()
+    # 64 x 16 likewise, with bands left and right
+    np.testing.assert_array_equal(cells[2][:, 24:40], images[2])
+    assert (cells[2][:, :24] == grid_module.LETTERBOX).all() and (cells[2][:, 40:] == grid_module.LETTERBOX).all()
+
+
+def test_a_fractional_fit_keeps_the_aspect_ratio():
+    images = [np.full((30, 30, 3), 10, np.uint8), np.full((20, 45, 3), 200, np.uint8)]
+    grid = np.asarray(make_grid(images, columns=2, padding=0, min_tile=0))
+    assert grid.shape == (30, 90, 3)  # cells of 30 x 45
+    first = grid[:, :45]
+    dark = np.flatnonzero((first < 100).all(axis=(0, 2)))
+    assert (dark.min(), dark.max()) == (7, 36)  # 45x45 scaled 1.0: 30 wide, centred: 7 .. 36
+    second = grid[:, 45:]  # 20 x 45 already as wide as the cell: as it is, centred in 30 rows
+    np.testing.assert_array_equal(second[5:25], images[1])
+    assert (second[:5] == grid_module.LETTERBOX).all()
+
+
+def test_several_shapes_with_captions_and_enlargement():
+    images = mixed_tiles()
+    grid = make_grid(images, ["square", "wide", "tall"], columns=2, font_size=12)
+    # min_tile 128: the 64-pixel cell is enlarged twice; captions wrap to the cell width
+    assert grid.width == PAD + 2 * (TILE + PAD)
+    assert grid.height == PAD + 2 * (TILE + LINE + PAD)
+    band = caption_band(grid, 2, columns=2)
+    assert (band < 128).any()
+    np.testing.assert_array_equal(np.asarray(grid)[PAD : PAD + TILE, PAD : PAD + TILE][::4, ::4], images[0])  # 32 -> 128
+
+
+def test_a_list_of_one_shape_draws_what_the_array_draws():
+    images = tiles(5, size=40)
+    for kwargs in ({}, {"columns": 2, "min_tile": 0}, {"column_titles": ["a", "b", "c"]}):
+        captions = [f"#{i}" for i in range(5)]
+        from_array = np.asarray(make_grid(images, captions, **kwargs))
+        np.testing.assert_array_equal(np.asarray(make_grid(list(images), captions, **kwargs)), from_array)
+
+
+def test_interleave_lists_of_several_shapes():
+    a, b = mixed_tiles(1), mixed_tiles(2)
+    order = interleave(a, b)
+    assert isinstance(order, list) and len(order) == 6
+    for k, image in enumerate(order):
+        np.testing.assert_array_equal(image, (a, b)[k % 2][k // 2])
+    assert make_grid(order, columns=2, min_tile=0).size == (4 + 2 * (64 + 4), 4 + 3 * (64 + 4))
+    with pytest.raises(ValueError, match="same number of images, got \\[3, 2\\]"):
+        interleave(a, b[:2])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.zeros((8, 8, 3), np.float32), "image 1 is float32 \\(8, 8, 3\\)"),
+        (np.zeros((8, 8, 4), np.uint8), "image 1 is uint8 \\(8, 8, 4\\)"),
+        (np.zeros((0, 8, 3), np.uint8), "image 1 is uint8 \\(0, 8, 3\\)"),
+    ],
+)
+def test_a_bad_image_in_a_list_is_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_grid([np.zeros((8, 4, 3), np.uint8), bad])

@@ -158,3 +158,78 @@ def test_cli_json(store, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["valid"] == int(store.valid.sum()) and len(data["mean"]) == SHAPE[0]
     assert data["percentiles"] == list(PERCENTILES) and data["mismatches"] == []
+
+
+# -- bucketed stores -------------------------------------------------------------------------------
+from latentstore.format import BucketTable  # noqa: E402
+from latentstore.store.writer import pack_buckets  # noqa: E402
+
+TABLE = BucketTable(((2, 2), (1, 3), (3, 1), (1, 4)), compression=16)  # (1, 3) and (3, 1) pad a token
+
+
+def make_bucketed(path, *, granularity="sample", n=90, chunk=32):
+    """Three of the four buckets used (the last stays empty); channel c centred near 5c, so the
+    zero padding would pull the moments if it were counted."""
+    rng = np.random.default_rng(4)
+    buckets = rng.integers(0, 3, size=n)
+    latents = [(rng.standard_t(4, size=(3, *TABLE.shapes[b])) * 2 + np.arange(3)[:, None, None] * 5).astype(np.float32)
+               for b in buckets]
+    rows, indices = pack_buckets(latents, TABLE)
+    with latentstore.create(path, n, (3,), chunk_samples=chunk, buckets=TABLE, granularity=granularity) as writer:
+        for start in range(0, n, chunk):
+            block = slice(start, start + chunk)
+            writer.write(start, rows[block], buckets=indices[block], valid=np.arange(start, min(start + chunk, n)) % 5 != 1)
+    return latentstore.open(path)
+
+
+@pytest.fixture(params=["sample", "channel"])
+def bucketed(request, tmp_path):
+    return make_bucketed(tmp_path / "b.zarr", granularity=request.param)
+
+
+def own_values(store, rows):
+    """Each sample's own tokens, read one sample at a time: (C, total tokens) float64."""
+    return np.concatenate([store.read([r])[0][0].reshape(store.metadata.channels, -1) for r in rows], axis=1).astype(np.float64)
+
+
+def test_bucketed_moments_are_over_each_samples_own_tokens(bucketed):
+    stats = compute_stats(bucketed)
+    valid = np.flatnonzero(bucketed.valid)
+    values = own_values(bucketed, valid)
+    areas = np.array([h * w for h, w in TABLE.shapes])[bucketed.bucket_indices[valid]]
+    assert stats.count == values.shape[1] == areas.sum() < len(valid) * TABLE.max_tokens  # the padding is not counted
+    np.testing.assert_allclose(stats.mean, values.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, values.std(axis=1), rtol=1e-9)
+    np.testing.assert_array_equal(stats.min, values.min(axis=1))
+    np.testing.assert_array_equal(stats.max, values.max(axis=1))
+    assert stats.mismatches == []  # the writer's stats are over the same tokens
+    q = np.concatenate([bucketed.codes([r])[0].reshape(3, -1) for r in valid], axis=1)
+    assert stats.limit_fraction == np.count_nonzero(np.abs(q.astype(np.int16)) == 127) / q.size
+
+
+def test_bucketed_value_sample_and_histogram(bucketed):
+    stats = compute_stats(bucketed, sample_size=12, seed=3)
+    assert len(stats.value_sample) == 12
+    chosen = np.sort(np.random.default_rng(3).choice(np.flatnonzero(bucketed.valid), size=12, replace=False))
+    for values, row in zip(stats.value_sample, chosen):
+        np.testing.assert_array_equal(values, bucketed.read([row])[0][0].reshape(3, -1))
+    counts = [entry["count"] for entry in stats.buckets]
+    assert counts == np.bincount(bucketed.bucket_indices[bucketed.valid], minlength=4).tolist() and counts[3] == 0
+    assert stats.to_dict()["buckets"][0]["shape"] == [2, 2]
+    assert "4 shapes, 3 with valid samples" in format_table(stats)
+
+
+def test_a_store_of_one_shape_has_no_bucket_histogram(store):
+    stats = compute_stats(store)
+    assert stats.buckets is None and stats.to_dict()["buckets"] is None
+    assert "buckets" not in format_table(stats)
+
+
+@pytest.mark.slow
+def test_bucketed_png_has_the_bucket_chart(bucketed, tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    assert cli.main(["stats", bucketed.path, "--png", str(tmp_path / "stats.png")]) == 0
+    with Image.open(tmp_path / "stats.png") as image:
+        assert image.size == (1300, 1250)  # a third row: the samples per bucket

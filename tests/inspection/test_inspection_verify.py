@@ -325,3 +325,109 @@ def test_a_missing_column_array_or_chunk_is_found(tmp_path):
     assert problem.array == "columns/width" and problem.chunk == 2 and "missing" in problem.message
     (path / "columns" / "jpeg" / "zarr.json").unlink()
     assert any(p.array == "columns/jpeg" and "missing" in p.message for p in verify(path).errors)
+
+
+# -- bucketed stores -----------------------------------------------------------------------------
+from latentstore.format import BucketTable  # noqa: E402
+from latentstore.store.writer import pack_buckets  # noqa: E402
+
+TABLE = BucketTable(((2, 2), (1, 3), (3, 1)), compression=8)  # max_tokens 4: (1, 3) and (3, 1) pad one token
+BUCKET_CHUNK, BUCKET_N = 16, 40
+
+
+def bucket_of(i: int) -> int:
+    return i * 7 % 3
+
+
+def make_bucketed(path, *, flip=False, **options):
+    """40 samples of three buckets in chunks of 16, some invalid, with crop boxes recorded for some."""
+    rng = np.random.default_rng(5)
+    latents = [rng.standard_normal((4, *TABLE.shapes[bucket_of(i)])).astype(np.float32) for i in range(BUCKET_N)]
+    rows, buckets = pack_buckets(latents, TABLE)
+    boxes = np.full((BUCKET_N, 4), np.nan, np.float32)
+    boxes[::2] = [0, 0, 64, 48]
+    with latentstore.create(path, BUCKET_N, (4,), chunk_samples=BUCKET_CHUNK, buckets=TABLE, flip=flip, **options) as writer:
+        for start in range(0, BUCKET_N, BUCKET_CHUNK):
+            block = slice(start, start + BUCKET_CHUNK)
+            writer.write(start, rows[block], buckets=buckets[block], crop_boxes=boxes[block],
+                         valid=np.arange(block.start, min(block.stop, BUCKET_N)) % 11 != 4,
+                         flip_latents=-rows[block] if flip else None)
+    return Path(path)
+
+
+@pytest.mark.parametrize("options", [{}, {"flip": True}, {"compressor": "zstd"}, {"granularity": "channel"}],
+                         ids=["plain", "flip", "zstd", "channel"])
+def test_healthy_bucketed_stores_pass(tmp_path, options):
+    report = verify(make_bucketed(tmp_path / "b.zarr", **options))
+    assert report.ok and not report.problems, str(report)
+    assert {"buckets", "crop_boxes"} <= set(report.arrays)
+    arrays = 8 if options.get("flip") else 6  # valid, labels, scales, latents, buckets, crop_boxes (+ flip/*)
+    assert report.chunks_checked == arrays * 3
+
+
+def test_a_bucket_index_outside_the_table(tmp_path):
+    path = make_bucketed(tmp_path / "b.zarr")
+    rewrite_values(chunk_file(path, "buckets", 1), np.uint16, lambda v: v.__setitem__([2, 9], [3, 65535]))
+    problem = only_error(verify(path))
+    assert (problem.array, problem.chunk, problem.samples) == ("buckets", 1, (18, 25))
+    assert "[0, 3)" in problem.message and "[3, 65535]" in problem.message
+
+
+def plant_padding(path: Path, sample: int, channel: int, token: int, value: int, name: str = "latents") -> None:
+    """A nonzero code in a sample's padding, with a matching crc32c, so only the padding check can object."""
+    chunk, row = divmod(sample, BUCKET_CHUNK)
+    rewrite_values(chunk_file(path, name, chunk), np.int8,
+                   lambda v: v.__setitem__(row * 4 * TABLE.max_tokens + channel * TABLE.max_tokens + token, value))
+
+
+@pytest.mark.parametrize("block_bytes", [None, 7], ids=["whole", "rows-split-across-blocks"])
+def test_nonzero_padding_is_a_row_written_for_another_shape(tmp_path, monkeypatch, block_bytes):
+    if block_bytes is not None:
+        from latentstore.store import files
+
+        monkeypatch.setattr(files, "BLOCK_BYTES", block_bytes)
+    path = make_bucketed(tmp_path / "b.zarr")
+    assert bucket_of(17) == 2 and bucket_of(20) == 2 and bucket_of(18) == 0  # (3, 1): token 3 is padding
+    plant_padding(path, 17, 3, 3, 5)
+    plant_padding(path, 20, 0, 3, -1)
+    plant_padding(path, 18, 0, 3, 9)  # a (2, 2) sample has no padding: token 3 is its own
+    problem = only_error(verify(path))
+    assert (problem.array, problem.chunk, problem.samples, problem.sample_count) == ("latents", 1, (17, 20), 2)
+    assert "past the bucket's h*w tokens" in problem.message and "another shape" in problem.message
+
+
+def test_nonzero_padding_of_flip_latents_and_through_zarr(tmp_path):
+    import zarr
+
+    path = make_bucketed(tmp_path / "b.zarr", flip=True)
+    assert bucket_of(39) == 0 and bucket_of(38) == 2 and bucket_of(5) == 2
+    plant_padding(path, 39, 1, 3, 4, name="flip/latents")  # a (2, 2) sample: its token 3 is its own
+    assert verify(path).ok
+    plant_padding(path, 38, 1, 3, 4, name="flip/latents")  # a (3, 1) sample: token 3 is padding
+    problem = only_error(verify(path))
+    assert (problem.array, problem.chunk, problem.samples) == ("flip/latents", 2, (38,))
+
+    compressed = make_bucketed(tmp_path / "z.zarr", compressor="zstd")
+    zarr.open_array(compressed / "latents", mode="r+")[5, 2, 3] = 7
+    problem = only_error(verify(compressed))
+    assert (problem.array, problem.chunk, problem.samples) == ("latents", 0, (5,))
+
+
+def test_padding_is_not_judged_where_the_bucket_is_unknown(tmp_path):
+    path = make_bucketed(tmp_path / "b.zarr")
+    plant_padding(path, 17, 3, 3, 5)
+    rewrite_values(chunk_file(path, "buckets", 1), np.uint16, lambda v: v.__setitem__(1, 7))  # sample 17's bucket
+    problem = only_error(verify(path))
+    assert (problem.array, problem.samples) == ("buckets", (17,))
+    chunk_file(path, "buckets", 1).unlink()  # no indices at all for chunk 1: its rows are not checked
+    problem = only_error(verify(path))
+    assert (problem.array, problem.chunk) == ("buckets", 1) and "missing" in problem.message
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_crop_boxes_are_finite_or_nan(tmp_path, bad):
+    path = make_bucketed(tmp_path / "b.zarr")
+    rewrite_values(chunk_file(path, "crop_boxes", 2), np.float32, lambda v: v.__setitem__([4 * 3 + 2, 4 * 4], bad))
+    problem = only_error(verify(path))
+    assert (problem.array, problem.chunk, problem.samples) == ("crop_boxes", 2, (35, 36))
+    assert "finite (or NaN where not recorded)" in problem.message

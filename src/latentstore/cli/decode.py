@@ -14,6 +14,7 @@ from latentstore.encoding.decoding import (
     caption,
     decode,
     load_decoder,
+    read_latents,
     source_crops,
     stored_crops,
 )
@@ -62,7 +63,7 @@ def run(args) -> int:
     indices = _choose(store, args)
     rows = indices % max(len(store), 1)
     try:
-        store.read(indices, flip=args.flip)  # bad or invalid indices fail here, before the model loads
+        read_latents(store, indices, flip=args.flip)  # bad or invalid indices fail here, before the model loads
     except IndexError as exc:
         print(f"latentstore decode: error: {exc}", file=sys.stderr)
         return 2
@@ -83,8 +84,9 @@ def run(args) -> int:
                 title = f"stored crop ({kept})"
                 print(f"the source images are not at hand ({why}); comparing with the {kept} crops kept in the store",
                       file=sys.stderr)
-        if crops is not None and crops.shape != images.shape:
-            crops, why = None, f"the source crops are {crops.shape[1:3]}, the decoded images {images.shape[1:3]}"
+        mismatch = None if crops is None else _shape_mismatch(crops, images, rows)
+        if mismatch is not None:
+            crops, why = None, mismatch
         if crops is None:
             print(f"no comparison: {why}; decoding without it", file=sys.stderr)
         else:
@@ -107,12 +109,20 @@ def run(args) -> int:
 
             Image.fromarray(images[k]).save(path)
         else:
-            make_grid(np.stack([crops[k], images[k]]), [title, captions[k]], columns=2).save(path)
+            make_grid([crops[k], images[k]], [title, captions[k]], columns=2).save(path)
     print(f"wrote {len(rows)} PNG files to {args.out}")
     return 0
 
 
-def _report_fidelity(crops: np.ndarray, images: np.ndarray, captions: list[str]) -> list[str]:
+def _shape_mismatch(crops, images, rows: np.ndarray) -> str | None:
+    """Why the crops cannot be compared with the decoded images (another shape), or None."""
+    for crop, image, row in zip(crops, images, rows.tolist()):
+        if crop.shape != image.shape:
+            return f"the source crop of sample {row} is {crop.shape[:2]}, its decoded image {image.shape[:2]}"
+    return None
+
+
+def _report_fidelity(crops, images, captions: list[str]) -> list[str]:
     """Print PSNR and SSIM per image; return captions with the PSNR added."""
     from latentstore.inspection.metrics import psnr, ssim
 
@@ -124,8 +134,9 @@ def _report_fidelity(crops: np.ndarray, images: np.ndarray, captions: list[str])
     return [f"{text}\nPSNR {p:.2f} dB, SSIM {s:.3f}" for text, (p, s) in zip(captions, scores)]
 
 
-def _layout(images: np.ndarray, crops: np.ndarray | None, captions: list[str]):
-    """Tiles, captions and columns of the grid: pairs per row when comparing."""
+def _layout(images, crops, captions: list[str]):
+    """Tiles, captions and columns of the grid: pairs per row when comparing (images and
+    crops are arrays, or lists of images of several shapes)."""
     if crops is None:
         return images, captions, None
     from latentstore.inspection.grid import interleave

@@ -7,7 +7,10 @@ import json
 from latentstore.inspection.info import describe, format_text
 from latentstore.store.reader import LatentStore
 
-COMMAND_HELP = "Summarise a store: samples valid/total, latent shape, quantization, chunking, size and encoder."
+COMMAND_HELP = (
+    "Summarise a store: samples valid/total, latent shape, quantization, chunking, size and encoder; "
+    "for a multi-aspect store the samples per bucket (shape, count, share)."
+)
 
 
 def configure(parser) -> None:

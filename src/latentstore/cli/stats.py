@@ -14,7 +14,8 @@ from latentstore.inspection.stats import (
 COMMAND_HELP = (
     "Recompute per-channel mean, std, min and max of a store's latents, the scale distribution and the "
     "fraction of saturated codes, and check them against the stored statistics (exit 1 on a mismatch). "
-    "--png writes histograms (needs matplotlib: pip install 'latentstore[plot]')."
+    "A multi-aspect store is measured over each sample's own tokens. --png writes histograms (and the samples "
+    "per bucket; needs matplotlib: pip install 'latentstore[plot]')."
 )
 
 

@@ -8,7 +8,8 @@ from latentstore.inspection.verify import verify
 
 COMMAND_HELP = (
     "Check a store for damage: metadata, array layouts, every chunk file's presence, size and "
-    "crc32c checksum, scales, valid flags and labels. Exits 1 with a list of problems, 0 when intact."
+    "crc32c checksum, scales, valid flags and labels; in a multi-aspect store the bucket indices, crop boxes "
+    "and the zero padding of every latent row. Exits 1 with a list of problems, 0 when intact."
 )
 
 

@@ -4,6 +4,11 @@
 >>> images.shape, images.dtype                           # doctest: +SKIP
 ((3, 256, 256, 3), dtype('uint8'))
 
+A bucketed (multi-aspect) store decodes each bucket's samples together (the
+decoder takes one shape per batch) and gives the images back in the order
+asked: one (n, H, W, 3) array when they share a shape, else a list of
+(H_i, W_i, 3) arrays.
+
 The latents are decoded exactly as stored: dequantized, unscaled, never
 normalised. The model is the one recorded in the store's ``encoder``
 metadata (pinned to its recorded revision) unless another is given.
@@ -72,9 +77,45 @@ def load_decoder(store, model: str | None = None, *, device=None, dtype=None):
     return backend
 
 
-def decode(store, indices, *, model: str | None = None, device=None, dtype=None, flip=False, backend=None) -> np.ndarray:
-    """uint8 images (n, H, W, 3) of the samples ``indices`` of ``store`` (a LatentStore or a path).
+def read_latents(store, indices, *, flip=False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The dequantized latents of the samples ``indices``, one group per latent shape:
+    ``[(positions, latents (k, C, h, w))]``, ``positions`` saying where in ``indices`` each
+    sample is. A store of one shape gives one group; a bucketed store one per bucket, in the
+    order the buckets first appear. Bad or invalid indices raise as :meth:`LatentStore.read` does.
+    """
+    store = _open(store)
+    indices = np.atleast_1d(np.asarray(indices))
+    if indices.dtype == bool:
+        if indices.shape != (len(store),):
+            store.read(indices)  # the reader's IndexError for a mask of the wrong length
+        indices = np.flatnonzero(indices)
+    table, bucket_of = store.bucket_table, store.bucket_indices
+    if table is None or bucket_of is None or len(indices) == 0:
+        return [(np.arange(len(indices)), store.read(indices, flip=flip)[0])]
+    flips = np.broadcast_to(np.asarray(flip), indices.shape) if np.ndim(flip) else None
+    n = len(store)
+    if not np.issubdtype(indices.dtype, np.integer):
+        store.read(indices[:1])  # the reader's own words for indices that are not integers
+    outside = (indices < -n) | (indices >= n)
+    if outside.any():
+        store.read(indices[outside][:1])  # raises the reader's IndexError
+    buckets = bucket_of[indices % n]
+    _, first = np.unique(buckets, return_index=True)
+    groups = []
+    for bucket in buckets[np.sort(first)]:
+        positions = np.flatnonzero(buckets == bucket)
+        part_flip = flip if flips is None else flips[positions]
+        groups.append((positions, store.read(indices[positions], flip=part_flip)[0]))
+    return groups
 
+
+def decode(store, indices, *, model: str | None = None, device=None, dtype=None, flip=False,
+           backend=None) -> np.ndarray | list[np.ndarray]:
+    """uint8 images of the samples ``indices`` of ``store`` (a LatentStore or a path), in the order asked.
+
+    Returns one (n, H, W, 3) array when every image has the same shape (always, for a store of
+    one latent shape), else a list of (H_i, W_i, 3) arrays (a bucketed store's samples of
+    several buckets; each bucket is decoded as a group of its own, in batches of DECODE_BATCH).
     ``indices`` as for :meth:`LatentStore.read` (bad or invalid ones raise
     before any model is loaded); ``flip`` decodes the stored latents of the
     horizontally flipped images. ``backend`` reuses a decoder from
@@ -82,10 +123,23 @@ def decode(store, indices, *, model: str | None = None, device=None, dtype=None,
     the store's recorded model), ``device`` and ``dtype``.
     """
     store = _open(store)
-    latents, _ = store.read(np.atleast_1d(np.asarray(indices)), flip=flip)
+    groups = read_latents(store, indices, flip=flip)
     if backend is None:
         backend = load_decoder(store, model, device=device, dtype=dtype)
-    return decode_latents(backend, latents)
+    if len(groups) == 1:
+        return decode_latents(backend, groups[0][1])
+    images: list = [None] * sum(len(positions) for positions, _ in groups)
+    for positions, latents in groups:
+        for k, image in zip(positions.tolist(), decode_latents(backend, latents)):
+            images[k] = image
+    return same_shape(images)
+
+
+def same_shape(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """``images`` stacked into one array when they all have one shape, else the list itself."""
+    if images and all(image.shape == images[0].shape for image in images):
+        return np.stack(images)
+    return images
 
 
 def decode_latents(backend, latents: np.ndarray) -> np.ndarray:
@@ -106,15 +160,19 @@ def decode_latents(backend, latents: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str | None]:
-    """The encoder's input crops (n, H, W, 3) of the samples, or ``(None, why not)``.
+def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | list[np.ndarray] | None, str | None]:
+    """The encoder's input crops of the samples, (n, H, W, 3) (a list of (H_i, W_i, 3) when a
+    bucketed store's samples have several shapes), or ``(None, why not)``.
 
     Uses the store's ``source`` description, ``ids`` array and recorded
     preprocessing; works while the source images are still where they
-    were encoded from.
+    were encoded from. For a bucketed store every crop must have its
+    bucket's shape in pixels; when the recorded preprocessing does not make
+    such crops (or this latentstore cannot rebuild it), the answer is
+    ``(None, why not)``, never a crop of another shape.
     """
-    from latentstore.encoding.preprocess import Preprocessing
-    from latentstore.errors import ImageDecodeError
+    from latentstore.encoding.preprocess import BucketedPreprocessing, preprocessing_from_dict
+    from latentstore.errors import FormatError, ImageDecodeError
 
     store = _open(store)
     m = store.metadata
@@ -123,21 +181,49 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str 
         return None, "the store records no source images (no source description or ids)"
     if not encoder.get("preprocessing"):
         return None, "the store does not record how its images were preprocessed"
-    preprocessing = Preprocessing.from_dict(encoder["preprocessing"])
+    try:
+        preprocessing = preprocessing_from_dict(encoder["preprocessing"])
+    except FormatError as exc:
+        return None, f"the store's preprocessing cannot be rebuilt here: {exc}"
     rows = np.atleast_1d(np.asarray(indices, dtype=np.int64)) % max(m.num_samples, 1)
+    expected = _bucket_pixels(store, rows)
+    if isinstance(expected, str):
+        return None, expected
     ids = store.ids(rows)
     try:
         raws = _source_images(source, rows, ids)
-        crops = np.stack([preprocessing(raw) for raw in raws])
+        if isinstance(preprocessing, BucketedPreprocessing):
+            crops = [preprocessing(raw)[0] for raw in raws]
+        else:
+            crops = [preprocessing(raw) for raw in raws]
     except (OSError, ImageDecodeError) as exc:
         return None, f"the source is not reachable: {exc}"
     except _Unreachable as exc:
         return None, str(exc)
-    return (crops[:, :, ::-1] if flip else crops), None
+    if expected is not None:
+        for k, (crop, shape) in enumerate(zip(crops, expected)):
+            if crop.shape[:2] != shape:
+                return None, (f"the recorded preprocessing makes {crop.shape[0]}x{crop.shape[1]} crops, but sample "
+                              f"{int(rows[k])} was encoded as a {shape[0]}x{shape[1]} crop (its bucket); "
+                              "the source image has changed since it was encoded")
+    return same_shape([crop[:, ::-1] if flip else crop for crop in crops]), None
 
 
-def stored_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str]:
-    """The crops kept by ``encode --store-images`` (n, H, W, 3), and what they are (``"jpeg:95"``);
+def _bucket_pixels(store: LatentStore, rows: np.ndarray) -> list[tuple[int, int]] | str | None:
+    """The (H, W) pixels of each sample's bucket; None for a store of one shape; a string
+    saying why when the pixel size is not recorded."""
+    table, bucket_of = store.bucket_table, store.bucket_indices
+    if table is None or bucket_of is None:
+        return None
+    compression = table.compression or (store.metadata.encoder or {}).get("spatial_compression")
+    if not isinstance(compression, int) or compression < 1:
+        return "the store records neither its buckets' compression nor its encoder's, so its crops' size is unknown"
+    return [(h * compression, w * compression) for h, w in (table.shapes[int(b)] for b in bucket_of[rows])]
+
+
+def stored_crops(store, indices, *, flip=False) -> tuple[np.ndarray | list[np.ndarray] | None, str]:
+    """The crops kept by ``encode --store-images`` (n, H, W, 3) (a list of (H_i, W_i, 3) when a
+    bucketed store's samples have several shapes), and what they are (``"jpeg:95"``);
     ``(None, why not)`` when the store has none."""
     import io
 
@@ -151,11 +237,11 @@ def stored_crops(store, indices, *, flip=False) -> tuple[np.ndarray | None, str]
         return None, "the store keeps no crops (encode with --store-images to keep them)"
     rows = np.atleast_1d(np.asarray(indices, dtype=np.int64)) % max(len(store), 1)
     try:
-        crops = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-                          for data in store.column(IMAGE_COLUMN, rows, allow_invalid=True)])
+        crops = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                 for data in store.column(IMAGE_COLUMN, rows, allow_invalid=True)]
     except (OSError, ValueError) as exc:
         return None, f"the stored crops cannot be decoded: {exc}"
-    return (crops[:, :, ::-1] if flip else crops), spec.attributes.get("stored_crops", spec.media_type)
+    return same_shape([crop[:, ::-1] if flip else crop for crop in crops]), spec.attributes.get("stored_crops", spec.media_type)
 
 
 class _Unreachable(Exception):

@@ -4,7 +4,9 @@
 >>> grid.save("grid.png")                                                     # doctest: +SKIP
 
 For rows of related images ("original | float | int8"), :func:`interleave`
-the groups and give one column per group with ``column_titles``.
+the groups and give one column per group with ``column_titles``. Images of
+several shapes (a bucketed store's samples) come as a list: each is scaled
+to fit one common cell, keeping its aspect ratio, and letterboxed.
 """
 
 import unicodedata
@@ -16,19 +18,48 @@ import numpy as np
 MIN_TILE = 128
 #: At most this many caption lines under a tile; longer text ends in an ellipsis.
 MAX_CAPTION_LINES = 2
+#: The colour around a tile that does not fill its cell (images of several shapes).
+LETTERBOX = (232, 232, 232)
 
 
-def interleave(*groups) -> np.ndarray:
+def interleave(*groups):
     """Images of several equal-length groups, one of each in turn: a0, b0, c0, a1, b1, ...
 
     With ``make_grid(interleave(a, b, c), columns=3)`` each row holds one triplet.
+    Groups given as arrays of one shape give an array; groups given as lists of
+    images of several shapes (a bucketed store's) give a list.
     """
-    arrays = [np.asarray(g) for g in groups]
-    if not arrays:
+    if not groups:
         raise ValueError("pass at least one group of images")
-    if any(a.shape != arrays[0].shape for a in arrays):
-        raise ValueError(f"every group must have the same shape, got {[a.shape for a in arrays]}")
-    return np.stack(arrays, axis=1).reshape(-1, *arrays[0].shape[1:])
+    if not any(isinstance(g, (list, tuple)) for g in groups):
+        arrays = [np.asarray(g) for g in groups]
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(f"every group must have the same shape, got {[a.shape for a in arrays]}")
+        return np.stack(arrays, axis=1).reshape(-1, *arrays[0].shape[1:])
+    lengths = [len(g) for g in groups]
+    if any(length != lengths[0] for length in lengths):
+        raise ValueError(f"every group must have the same number of images, got {lengths}")
+    return [np.asarray(g[i]) for i in range(lengths[0]) for g in groups]
+
+
+def _tiles(images) -> list[np.ndarray]:
+    """``images`` (an (N, H, W[, C]) array, or a list of (H, W[, C]) arrays) as a list of
+    uint8 (H, W) or (H, W, 3) arrays; ValueError naming the first that is neither."""
+    if not isinstance(images, (list, tuple)):
+        batch = np.asarray(images)
+        if batch.dtype != np.uint8 or batch.ndim not in (3, 4) or (batch.ndim == 4 and batch.shape[3] not in (1, 3)):
+            raise ValueError(f"images must be uint8 of shape (N, H, W, 3) or (N, H, W), got {batch.dtype} {batch.shape}")
+        if batch.ndim == 4 and batch.shape[3] == 1:
+            batch = batch[..., 0]
+        return list(batch)
+    tiles = []
+    for i, image in enumerate(images):
+        tile = np.asarray(image)
+        if tile.dtype != np.uint8 or tile.ndim not in (2, 3) or (tile.ndim == 3 and tile.shape[2] not in (1, 3)) \
+                or 0 in tile.shape:
+            raise ValueError(f"images must be uint8 of shape (H, W, 3) or (H, W); image {i} is {tile.dtype} {tile.shape}")
+        tiles.append(tile[..., 0] if tile.ndim == 3 and tile.shape[2] == 1 else tile)
+    return tiles
 
 
 def _font(size: int):
@@ -146,7 +177,13 @@ def make_grid(
     font_size: int | None = None,
     min_tile: int = MIN_TILE,
 ):
-    """One PIL image of ``images`` (uint8, (N, H, W, 3) or (N, H, W)) in a grid, captions under the tiles.
+    """One PIL image of ``images`` in a grid, captions under the tiles.
+
+    ``images``: uint8, an (N, H, W, 3) or (N, H, W) array, or a list of (H, W, 3)
+    or (H, W) arrays of any shapes. Every tile gets a cell as tall as the
+    tallest image and as wide as the widest; an image of another shape is
+    scaled to fit its cell keeping its aspect ratio (nearest neighbour for a
+    whole factor, else Lanczos) and centred on a light grey letterbox.
 
     ``captions``: one string per image, drawn under its tile (``None`` for no
     caption band; an empty string or ``None`` item leaves that tile's band
@@ -160,14 +197,10 @@ def make_grid(
     """
     from PIL import Image, ImageDraw
 
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise ValueError(f"images must be uint8 of shape (N, H, W, 3) or (N, H, W), got {images.dtype} {images.shape}")
+    images = _tiles(images)
     n = len(images)
     if n == 0:
         raise ValueError("no images to put in a grid")
-    if images.ndim == 4 and images.shape[3] == 1:
-        images = images[..., 0]
     if isinstance(captions, str):
         raise ValueError(f"pass a list of captions, one per image, not one string ({captions[:40]!r})")
     if captions is not None and len(captions) != n:
@@ -180,8 +213,10 @@ def make_grid(
         raise ValueError(f"pass one title per column: {columns} columns, {len(column_titles)} titles")
     rows = -(-n // columns)
 
-    factor = max(1, -(-min_tile // images.shape[2]))
-    tile_h, tile_w = images.shape[1] * factor, images.shape[2] * factor
+    # The cell holds the tallest and the widest image; narrow cells are enlarged by a whole factor.
+    height, width = max(image.shape[0] for image in images), max(image.shape[1] for image in images)
+    factor = max(1, -(-min_tile // width))
+    tile_h, tile_w = height * factor, width * factor
     font_size = font_size or int(np.clip(round(tile_w / 14), 11, 20))
     font = _font(font_size)
     line_height = font_size + max(2, font_size // 4)
@@ -204,9 +239,14 @@ def make_grid(
         r, c = divmod(i, columns)
         x, y = padding + c * cell_w, title_h + padding + r * cell_h
         tile = Image.fromarray(image)
-        if factor > 1:
-            tile = tile.resize((tile_w, tile_h), Image.Resampling.NEAREST)
-        canvas.paste(tile, (x, y))
+        size, offset = _fit(image.shape[0], image.shape[1], tile_h, tile_w)
+        if size != (tile_w, tile_h):
+            canvas.paste(Image.new("RGB", (tile_w, tile_h), LETTERBOX), (x, y))
+        if size != tile.size:
+            scale = size[0] / tile.width
+            exact = scale == int(scale) and size[1] == tile.height * int(scale)
+            tile = tile.resize(size, Image.Resampling.NEAREST if exact else Image.Resampling.LANCZOS)
+        canvas.paste(tile, (x + offset[0], y + offset[1]))
         # on a band as wide as the tile (and down to the next row), so no glyph spills into a neighbour
         if wrapped and wrapped[i]:
             band = Image.new("RGB", (tile_w, caption_h + padding), "white")
@@ -215,3 +255,11 @@ def make_grid(
                 band_draw.text((0, k * line_height + 1), line, fill="black", font=font)
             canvas.paste(band, (x, y + tile_h))
     return canvas
+
+
+def _fit(height: int, width: int, cell_h: int, cell_w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (width, height) of an image scaled to fit a cell keeping its aspect ratio, and its
+    (x, y) offset in the cell (centred)."""
+    scale = min(cell_w / width, cell_h / height)
+    size = (min(cell_w, max(1, round(width * scale))), min(cell_h, max(1, round(height * scale))))
+    return size, ((cell_w - size[0]) // 2, (cell_h - size[1]) // 2)

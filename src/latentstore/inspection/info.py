@@ -42,6 +42,35 @@ def column_facts(store: LatentStore) -> list[dict]:
     return facts
 
 
+def bucket_histogram(store: LatentStore) -> list[dict] | None:
+    """A bucketed store's valid samples per bucket: ``[{"bucket", "shape": [h, w], "pixels": [H, W]
+    (None when the table records no compression), "count", "share"}]`` in table order; None
+    for a store of one shape."""
+    table = store.bucket_table
+    if table is None:
+        return None
+    entries = store.buckets
+    total = sum(entry["count"] for entry in entries)
+    histogram = []
+    for entry in entries:
+        h, w = entry["shape"][1:]
+        histogram.append({
+            "bucket": entry["bucket"],
+            "shape": [h, w],
+            "pixels": [h * table.compression, w * table.compression] if table.compression else None,
+            "count": entry["count"],
+            "share": entry["count"] / total if total else 0.0,
+        })
+    return histogram
+
+
+def bucket_label(entry: dict) -> str:
+    """A histogram entry's shape in words: '256x512 px' when the pixels are known, else '8x16 latent'."""
+    if entry.get("pixels"):
+        return f"{entry['pixels'][0]}x{entry['pixels'][1]} px"
+    return f"{entry['shape'][0]}x{entry['shape'][1]} latent"
+
+
 def describe(store: LatentStore) -> dict:
     """The facts ``info`` prints, as a JSON-able dict."""
     m = store.metadata
@@ -68,6 +97,8 @@ def describe(store: LatentStore) -> dict:
         "projected_imagenet_bytes": per_sample * fmt.IMAGENET_TRAIN_SAMPLES if per_sample else None,
         "classes": len(m.classes) if m.classes is not None else None,
         "columns": column_facts(store),
+        "bucket_table": m.buckets.to_dict() if m.buckets is not None else None,
+        "buckets": bucket_histogram(store),
         "encoder": m.encoder,
         "source": m.source,
         "library_version": m.library_version,
@@ -95,6 +126,46 @@ def _column_lines(columns: list[dict]) -> list[str]:
     return lines
 
 
+#: Width of the longest bar of the bucket histogram, in characters.
+BAR_WIDTH = 24
+#: Buckets listed one per line; the rest (the smallest) are summed on one line.
+MAX_BUCKET_LINES = 24
+
+
+def _bucket_lines(facts: dict) -> list[str]:
+    """The bucket histogram as a compact table: shape (latent and pixels), count, share and a bar.
+
+    Buckets without valid samples are left out and counted; only the largest
+    MAX_BUCKET_LINES buckets get a line of their own (in table order).
+    """
+    histogram, table = facts.get("buckets"), facts.get("bucket_table") or {}
+    if histogram is None:
+        return []
+    made = f", base {table['base']} px" if table.get("base") else ""
+    made += f", {table['compression']}x compression" if table.get("compression") else ""
+    used = [entry for entry in histogram if entry["count"]]
+    lines = [f"buckets          {len(histogram)} shapes{made}; {len(used)} hold valid samples"]
+    if not used:
+        return lines
+    shown = sorted(sorted(used, key=lambda e: -e["count"])[:MAX_BUCKET_LINES], key=lambda e: e["bucket"])
+    most = max(entry["count"] for entry in used)
+    lines.append(f"  {'bucket':>6}  {'h x w':>9}  {'pixels':>11}  {'samples':>11}  {'share':>7}")
+    for entry in shown:
+        h, w = entry["shape"]
+        pixels = f"{entry['pixels'][0]}x{entry['pixels'][1]}" if entry.get("pixels") else "?"
+        bar = "#" * max(1, round(BAR_WIDTH * entry["count"] / most))
+        lines.append(f"  {entry['bucket']:>6}  {f'{h} x {w}':>9}  {pixels:>11}  {entry['count']:>11,}  "
+                     f"{100 * entry['share']:6.2f}%  {bar}")
+    rest = [entry for entry in used if entry not in shown]
+    if rest:
+        count = sum(entry["count"] for entry in rest)
+        share = sum(entry["share"] for entry in rest)
+        lines.append(f"  {'':>6}  {f'{len(rest)} more':>9}  {'':>11}  {count:>11,}  {100 * share:6.2f}%")
+    if len(used) < len(histogram):
+        lines.append(f"  ({len(histogram) - len(used)} empty buckets not shown)")
+    return lines
+
+
 def format_text(facts: dict) -> str:
     quant = facts["quant"]
     if quant["scheme"] == "absmax":
@@ -106,12 +177,14 @@ def format_text(facts: dict) -> str:
         f"store            {facts['path']}",
         f"format           v{facts['format_version']}, {'complete' if facts['complete'] else 'INCOMPLETE (still being written, or interrupted)'}",
         f"samples          {facts['valid']:,} valid of {facts['samples']:,}",
-        f"latent shape     {tuple(facts['latent_shape'])} {facts['code_dtype']}",
+        f"latent shape     {tuple(facts['latent_shape'])} {facts['code_dtype']}"
+        + (" (C x the largest bucket's tokens, each sample's own tokens first)" if facts.get("buckets") is not None else ""),
         f"quantization     {quant_text}",
         f"chunking         {facts['chunk_samples']:,} samples per chunk, {facts['chunks']:,} chunks",
         f"flip latents     {'yes' if facts['flip'] else 'no'}",
         f"classes          {facts['classes'] if facts['classes'] is not None else 'none recorded'}",
         *_column_lines(facts.get("columns") or []),
+        *_bucket_lines(facts),
         f"read path        {facts['read_path']}",
         f"bytes on disk    {format_bytes(facts['bytes_on_disk'])}"
         + (f", of which {format_bytes(facts['padding_bytes'])} pad the last chunk" if facts.get("padding_bytes") else ""),

@@ -7,7 +7,9 @@ the distribution of the float16 scales, the fraction of codes at the ends of
 the code range (±127 for absmax: every sample has at least one there, the
 code of its largest magnitude), and whether the ``stats`` recorded in the
 metadata agree. :func:`plot_stats` draws histograms with matplotlib (the
-``plot`` extra).
+``plot`` extra). A bucketed store is read one bucket at a time, over each
+sample's own h*w tokens (the zeros that pad its row count for nothing), and
+its plot adds the samples per bucket.
 """
 
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentstore import format as fmt
+from latentstore.inspection.info import bucket_histogram, bucket_label
 from latentstore.progress import Progress
 from latentstore.store.reader import LatentStore
 from latentstore.store.stats import ChannelMoments
@@ -55,10 +58,13 @@ class StoreStats:
     channel_scale_percentiles: np.ndarray | None
     stored: dict | None
     mismatches: list[str] = field(default_factory=list)
-    #: Dequantized values of a random subset of valid samples, for the value histogram.
-    value_sample: np.ndarray | None = None
+    #: Dequantized values of a random subset of valid samples, for the value histogram: (n, C, H*W),
+    #: or for a bucketed store one (C, h*w) array per sample (its own tokens).
+    value_sample: np.ndarray | list[np.ndarray] | None = None
     #: Scales of valid samples (float32, pooled over channels), for the scale histogram.
     scale_values: np.ndarray | None = None
+    #: A bucketed store's valid samples per bucket (see ``inspection.info.bucket_histogram``); None otherwise.
+    buckets: list[dict] | None = None
 
     @property
     def channels(self) -> int:
@@ -86,6 +92,7 @@ class StoreStats:
             "channel_scale_percentiles": listed(self.channel_scale_percentiles),
             "stored": self.stored,
             "mismatches": self.mismatches,
+            "buckets": self.buckets,
         }
 
 
@@ -140,15 +147,16 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
         valid = store.valid[start:stop]
         if not valid.any():
             continue
-        q, scales = store.codes(np.flatnonzero(valid) + start)
-        moments.add_codes(q, scales, lut)
-        hits = (q == low) | (q == high)
-        at_limit += int(np.count_nonzero(hits))
-        if m.quant.scheme == "absmax":
-            per_group = hits.reshape(len(q), groups, -1).sum(axis=2)
-            excess += int(np.maximum(per_group - 1, 0).sum())
-        else:
-            excess += int(np.count_nonzero(hits))
+        for rows in _by_bucket(store, np.flatnonzero(valid) + start):
+            q, scales = store.codes(rows)  # a bucket's own tokens, never the padding after them
+            moments.add_codes(q, scales, lut)
+            hits = (q == low) | (q == high)
+            at_limit += int(np.count_nonzero(hits))
+            if m.quant.scheme == "absmax":
+                per_group = hits.reshape(len(q), groups, -1).sum(axis=2)
+                excess += int(np.maximum(per_group - 1, 0).sum())
+            else:
+                excess += int(np.count_nonzero(hits))
     bar.close()
 
     valid_rows = np.flatnonzero(store.valid)
@@ -162,7 +170,14 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
                 per_channel = np.percentile(valid_scales, PERCENTILES, axis=0).T
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(valid_rows, size=min(sample_size, len(valid_rows)), replace=False))
-    value_sample = store.read(chosen)[0].reshape(len(chosen), m.channels, -1) if len(chosen) else None
+    value_sample: np.ndarray | list[np.ndarray] | None = None
+    if len(chosen) and store.bucket_table is None:
+        value_sample = store.read(chosen)[0].reshape(len(chosen), m.channels, -1)
+    elif len(chosen):
+        value_sample = [np.empty(0)] * len(chosen)
+        for rows in _by_bucket(store, chosen):
+            for k, values in zip(np.searchsorted(chosen, rows).tolist(), store.read(rows)[0]):
+                value_sample[k] = values.reshape(m.channels, -1)
 
     recomputed = {"mean": moments.mean, "std": moments.std, "min": moments.min, "max": moments.max, "count": moments.count}
     return StoreStats(
@@ -184,7 +199,17 @@ def compute_stats(store, *, sample_size: int = 1024, seed: int = 0, progress: bo
         mismatches=_compare(recomputed, m.stats) if moments.count else [],
         value_sample=value_sample,
         scale_values=scale_values,
+        buckets=bucket_histogram(store),
     )
+
+
+def _by_bucket(store: LatentStore, rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` split by bucket (one part for a store of one shape), each part in its order."""
+    bucket_of = store.bucket_indices
+    if bucket_of is None:
+        return [rows]
+    buckets = bucket_of[rows]
+    return [rows[buckets == b] for b in np.unique(buckets).tolist()]
 
 
 def format_table(stats: StoreStats) -> str:
@@ -193,6 +218,10 @@ def format_table(stats: StoreStats) -> str:
         f"store             {stats.path}",
         f"samples           {stats.valid:,} valid of {stats.samples:,} ({stats.count * stats.channels:,} values)",
     ]
+    if stats.buckets is not None:
+        used = sum(1 for entry in stats.buckets if entry["count"])
+        lines.append(f"buckets           {len(stats.buckets)} shapes, {used} with valid samples; each sample's own "
+                     "h*w tokens counted, not its row's padding")
     if not stats.count:
         lines.append("no valid samples: nothing to measure")
         return "\n".join(lines)
@@ -246,12 +275,16 @@ def plot_stats(stats: StoreStats, path) -> None:
     except ImportError as exc:
         raise ImportError(PLOT_INSTALL_HINT) from exc
 
-    figure = Figure(figsize=(13, 8.5), layout="constrained")
-    (values_ax, scales_ax), (moments_ax, extremes_ax) = figure.subplots(2, 2)
+    bucketed = stats.buckets is not None
+    figure = Figure(figsize=(13, 12.5 if bucketed else 8.5), layout="constrained")
+    grid = figure.add_gridspec(3 if bucketed else 2, 2, height_ratios=(1, 1, 0.9) if bucketed else None)
+    values_ax, scales_ax = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
+    moments_ax, extremes_ax = figure.add_subplot(grid[1, 0]), figure.add_subplot(grid[1, 1])
     figure.suptitle(f"{stats.path}: {stats.valid:,} valid samples")
 
     if stats.value_sample is not None:
-        values = stats.value_sample.ravel()
+        values = (stats.value_sample.ravel() if isinstance(stats.value_sample, np.ndarray)
+                  else np.concatenate([v.ravel() for v in stats.value_sample]))
         values_ax.hist(values, bins=201, color="tab:blue")
         std = float(values.std())
         for k in (-3, 3):
@@ -288,4 +321,26 @@ def plot_stats(stats: StoreStats, path) -> None:
     extremes_ax.set_xlabel("channel")
     extremes_ax.set_title("per-channel min and max")
     extremes_ax.legend(fontsize="small")
+    if stats.buckets is not None:
+        _plot_buckets(figure.add_subplot(grid[2, :]), stats.buckets)
     figure.savefig(path, dpi=100)
+
+
+def _plot_buckets(ax, histogram: list[dict]) -> None:
+    """The valid samples per bucket, in table order (wide to tall), each bar labelled with its share."""
+    positions = np.arange(len(histogram))
+    counts = [entry["count"] for entry in histogram]
+    bars = ax.bar(positions, counts, color="tab:green", alpha=0.8)
+    for bar, entry in zip(bars, histogram):
+        if entry["count"]:
+            ax.annotate(f"{100 * entry['share']:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize="x-small", xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(positions, [bucket_label(entry).removesuffix(" px").removesuffix(" latent") for entry in histogram],
+                  rotation=60 if len(histogram) > 8 else 0, fontsize="small")
+    unit = "pixels" if histogram and histogram[0].get("pixels") else "latent tokens"
+    ax.set_xlabel(f"bucket (height x width, {unit})")
+    ax.set_ylabel("valid samples")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    empty = sum(1 for c in counts if not c)
+    ax.set_title(f"samples per bucket ({len(histogram)} buckets" + (f", {empty} empty)" if empty else ")"))
+    ax.margins(y=0.15)

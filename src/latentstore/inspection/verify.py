@@ -6,7 +6,9 @@ reads), every array's ``zarr.json`` against what the metadata implies, every
 chunk file (present, of the right size, crc32c checksum), and the values
 that readers trust: scales finite and non-negative for valid samples, valid
 flags 0 or 1, labels in ``[-1, len(classes))``, absmax codes in
-``[-127, 127]``. It returns a :class:`VerifyReport` listing each problem with
+``[-127, 127]``; in a bucketed store, bucket indices within the bucket table,
+crop boxes finite or NaN (not recorded), and every latent row zero past its
+bucket's h*w tokens. It returns a :class:`VerifyReport` listing each problem with
 the array, chunk and samples it concerns.
 
 A chunk of an *incomplete* store whose ``valid`` chunk file does not exist is
@@ -31,9 +33,8 @@ from latentstore.store.files import store_files
 
 #: Sample numbers listed per problem; the count says how many there are in all.
 MAX_LISTED_SAMPLES = 20
-#: Bytes read at a time from a latents chunk file.
-#: Arrays checked first: later checks need the valid flags.
-_ORDER = (fmt.VALID, fmt.LABELS, fmt.SCALES, fmt.FLIP_SCALES, fmt.LATENTS, fmt.FLIP_LATENTS)
+#: Arrays checked first: later checks need the valid flags (scales) and the buckets (latents).
+_ORDER = (fmt.VALID, fmt.LABELS, fmt.SCALES, fmt.FLIP_SCALES, fmt.BUCKETS, fmt.CROP_BOXES, fmt.LATENTS, fmt.FLIP_LATENTS)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,42 @@ def _listed(samples: np.ndarray) -> dict:
     return {"samples": tuple(int(i) for i in samples[:MAX_LISTED_SAMPLES]), "sample_count": int(len(samples))}
 
 
+class _PaddingCheck:
+    """Which rows of a bucketed latents chunk hold nonzero codes past their sample's h*w tokens.
+
+    Takes the chunk's bytes in blocks of any size (whole rows are checked as they complete,
+    so memory stays one block and one row); ``areas`` is each sample's h*w (-1: unknown, not
+    checked). Rows past the samples (the last chunk's unused rows) are not checked.
+    """
+
+    def __init__(self, areas: np.ndarray, channels: int, tokens: int, itemsize: int):
+        self.areas = areas
+        self.shape = (channels, tokens * itemsize)
+        self.row_nbytes = channels * tokens * itemsize
+        self.itemsize = itemsize
+        self.carry = b""
+        self.row = 0
+        self.bad: list[np.ndarray] = []
+
+    def add(self, block) -> None:
+        """The next bytes of the chunk (bytes, or any buffer)."""
+        data = self.carry + bytes(block) if self.carry else block
+        whole = min(len(data) // self.row_nbytes, max(len(self.areas) - self.row, 0))
+        self.carry = bytes(data[whole * self.row_nbytes :]) if self.row + whole < len(self.areas) else b""
+        if not whole:
+            return
+        rows = np.frombuffer(data, np.uint8, count=whole * self.row_nbytes).reshape(whole, *self.shape)
+        areas = self.areas[self.row : self.row + whole]
+        first = np.where(areas < 0, self.shape[1], areas * self.itemsize)  # the first padding byte
+        past = np.arange(self.shape[1])[None, :] >= first[:, None]
+        stale = ((rows != 0) & past[:, None, :]).any(axis=(1, 2))
+        self.bad.append(np.flatnonzero(stale) + self.row)
+        self.row += whole
+
+    def bad_rows(self) -> np.ndarray:
+        return np.concatenate(self.bad) if self.bad else np.empty(0, np.int64)
+
+
 class _Verifier:
     def __init__(self, files, report: VerifyReport, progress: bool):
         self.files = files
@@ -159,6 +196,9 @@ class _Verifier:
         # Scales are checked where a sample is valid, or where its flag could not
         # be read: chunk -> flags, kept only for chunks whose flags were read.
         self.valid_flags: dict[int, np.ndarray] = {}
+        # A bucketed store's latent rows are checked against the chunk's bucket indices:
+        # chunk -> each sample's h*w (-1 where the index is out of the table), for chunks read.
+        self.bucket_areas: dict[int, np.ndarray] = {}
         report.valid = 0
         self.finished = self.finished_chunks(layouts.get(fmt.VALID))
         report.chunks_pending = [k for k in range(m.num_chunks) if not self.finished[k]]
@@ -290,6 +330,7 @@ class _Verifier:
         row_nbytes = layout.chunk_nbytes // layout.chunk_shape[0]
         offset = 0
         bad_rows = []
+        padding = None if small else self.padding_check(chunk, layout.chunk_shape, layout.dtype)
         for block in self.files.stream(key, layout.chunk_nbytes):
             if offset >= layout.chunk_nbytes:
                 trailer = block
@@ -299,11 +340,14 @@ class _Verifier:
                 crc = google_crc32c.extend(crc, block)
             if small:
                 blocks.append(block)
-            elif self.metadata.quant.scheme == "absmax":
-                # Stream the latents: only their out-of-range codes are kept.
-                codes = np.frombuffer(block, dtype=np.int8)
-                hits = np.flatnonzero(codes == -128)
-                bad_rows.append(np.unique((offset + hits) // row_nbytes))
+            else:
+                if self.metadata.quant.scheme == "absmax":
+                    # Stream the latents: only their out-of-range codes are kept.
+                    codes = np.frombuffer(block, dtype=np.int8)
+                    hits = np.flatnonzero(codes == -128)
+                    bad_rows.append(np.unique((offset + hits) // row_nbytes))
+                if padding is not None:
+                    padding.add(block)
             offset += len(block)
         if layout.has_checksum:
             self.report.checksummed_chunks += 1
@@ -321,6 +365,8 @@ class _Verifier:
         start = where["sample_range"][0]
         rows = np.concatenate(bad_rows) if bad_rows else np.empty(0, np.int64)
         self.report_bad_codes(rows[rows < where["sample_range"][1] - start] + start, where)
+        if padding is not None:
+            self.report_stale_padding(padding.bad_rows() + start, where)
         return None
 
     def read_variable_length(self, key: str, layout: ArrayLayout, where: dict) -> None:
@@ -364,11 +410,35 @@ class _Verifier:
             self.report.add(f"the chunk cannot be decoded ({type(exc).__name__}: {exc}); restore it from the source", **where)
             return None
         self.report.bytes_read += values.nbytes
-        if self.metadata.quant.scheme == "absmax" and name in (fmt.LATENTS, fmt.FLIP_LATENTS):
-            rows = np.flatnonzero((values.reshape(len(values), -1) == -128).any(axis=1))
-            self.report_bad_codes(rows + start, where)
+        if name in (fmt.LATENTS, fmt.FLIP_LATENTS):
+            if self.metadata.quant.scheme == "absmax":
+                rows = np.flatnonzero((values.reshape(len(values), -1) == -128).any(axis=1))
+                self.report_bad_codes(rows + start, where)
+            padding = self.padding_check(start // self.metadata.chunk_samples, values.shape, values.dtype)
+            if padding is not None:
+                padding.add(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+                self.report_stale_padding(padding.bad_rows() + start, where)
             return None
         return values
+
+    def padding_check(self, chunk: int, shape: tuple[int, ...], dtype: np.dtype) -> "_PaddingCheck | None":
+        """A check of the latent rows (``shape`` (n, C, max_tokens) of ``dtype``) of ``chunk``
+        against its samples' buckets; None for a store of one shape, or when the chunk's bucket
+        indices could not be read."""
+        areas = self.bucket_areas.get(chunk)
+        if self.metadata.buckets is None or areas is None or len(shape) != 3:
+            return None
+        return _PaddingCheck(areas, int(shape[1]), int(shape[2]), np.dtype(dtype).itemsize)
+
+    def report_stale_padding(self, samples: np.ndarray, where: dict) -> None:
+        if len(samples):
+            self.report.add(
+                "nonzero codes past the bucket's h*w tokens: a bucketed row is zero after its sample's own "
+                "tokens, so these rows were written for another shape (or are corrupt); restore them from "
+                "the source or re-encode",
+                **where,
+                **_listed(samples),
+            )
 
     def report_bad_codes(self, samples: np.ndarray, where: dict) -> None:
         if len(samples):
@@ -391,6 +461,19 @@ class _Verifier:
             if len(bad):
                 self.report.add(f"labels out of range {fmt.describe_label_range(m.classes)}: {values[bad][:5].tolist()}",
                                 **where, **_listed(bad + start))
+        elif name == fmt.BUCKETS and m.buckets is not None:
+            count = len(m.buckets.shapes)
+            bad = np.flatnonzero(values >= count)  # uint16: never below 0
+            if len(bad):
+                self.report.add(f"bucket indices must lie in [0, {count}) (the store's bucket table), found "
+                                f"{sorted(set(values[bad].tolist()))[:5]}", **where, **_listed(bad + start))
+            areas = np.array([h * w for h, w in m.buckets.shapes] + [-1], dtype=np.int64)
+            self.bucket_areas[start // m.chunk_samples] = areas[np.minimum(values.astype(np.int64), count)]
+        elif name == fmt.CROP_BOXES:
+            bad = np.flatnonzero(np.isinf(values.reshape(len(values), -1)).any(axis=1))
+            if len(bad):
+                self.report.add(f"crop boxes must be finite (or NaN where not recorded), found "
+                                f"{values[bad[0]].tolist()}", **where, **_listed(bad + start))
         elif name in (fmt.SCALES, fmt.FLIP_SCALES):
             per_sample = values.reshape(len(values), -1)
             wrong = ~(np.isfinite(per_sample) & (per_sample >= 0)).all(axis=1)

@@ -550,6 +550,8 @@ class StoreWriter:
         boxes = np.full((n, 4), np.nan, np.float32) if crop_boxes is None else np.asarray(crop_boxes, dtype=np.float32)
         if boxes.shape != (n, 4):
             raise ValueError(f"crop_boxes must have shape ({n}, 4), got {boxes.shape}")
+        if np.isinf(boxes).any():
+            raise ValueError("crop_boxes must be finite (NaN where a box is not known)")
         return {fmt.BUCKETS: indices.astype(np.uint16), fmt.CROP_BOXES: boxes}
 
     def _checked_columns(self, columns, n: int) -> dict:
