@@ -7,6 +7,7 @@ channels) at 64 px, so latents are (32, 2, 2) and mean nothing.
 import importlib
 import json
 import multiprocessing
+import os
 import shutil
 
 import numpy as np
@@ -382,3 +383,28 @@ def test_bucket_tables_from_a_file_and_bad_ones(tmp_path, tiny_model):
         bucket_table("base=100", 32)
     with pytest.raises(latentstore.errors.SourceError, match="base=N or a JSON file"):
         bucket_table(str(tmp_path / "missing.json"), 32)
+
+
+def test_an_encode_to_a_url_builds_locally_then_pushes(tmp_path, tiny_model, s3):
+    from latentstore.encoding.pipeline import staging_path
+
+    url = f"{s3}/encoded.zarr"
+    summary = latentstore.encode(PHOTOS, url, model=tiny_model, workers=0, limit=5, **OPTIONS)
+    assert summary.path == url and summary.valid == 5
+    assert not os.path.exists(staging_path(url))  # pushed, then the staged copy removed
+    remote = latentstore.open(url, cache_dir=tmp_path / "cache")
+    local = latentstore.encode(PHOTOS, tmp_path / "local.zarr", model=tiny_model, workers=0, limit=5, **OPTIONS)
+    assert remote.metadata.complete and remote.columns == latentstore.open(local.path).columns
+    np.testing.assert_array_equal(remote.codes(range(5))[0], latentstore.open(local.path).codes(range(5))[0])
+    with pytest.raises(StoreExistsError, match="already holds a complete store"):
+        latentstore.encode(PHOTOS, url, model=tiny_model, workers=0, limit=5, **OPTIONS)
+
+
+def test_the_source_crops_of_a_bucketed_encode_are_remade_in_their_buckets(bucketed, aspect_tree):
+    from latentstore.encoding.decoding import source_crops
+
+    _, store = bucketed
+    ids = store.ids(np.arange(len(store)))
+    rows = [ids.index("odd/panorama_2000x200.jpg"), ids.index("odd/tall_150x900.jpg")]
+    crops, why = source_crops(store, rows)
+    assert why is None and [c.shape for c in crops] == [(64, 256, 3), (256, 64, 3)]

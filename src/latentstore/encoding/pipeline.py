@@ -555,6 +555,13 @@ def encode(
     DataLoader processes (default: the CPU cores of this process's share;
     0 reads in this process) decode batches of ``batch_size``.
 
+    ``out`` may be an fsspec URL (``s3://bucket/store.zarr``): the store is
+    then built in a local staging folder (:func:`staging_path`, under the
+    cache directory, where a rerun resumes), pushed once finished (every chunk
+    verified, the group metadata last) and the staged copy removed. Ranks
+    write their chunks to the staging folder, so on several nodes it must be
+    on a filesystem they share (set ``$LATENTSTORE_CACHE_DIR``).
+
     An unfinished store at ``out`` made with the same settings is resumed;
     a complete one, or one made with other settings, is refused unless
     ``overwrite``. Ctrl-C stops after the current batch; the finished chunks
@@ -570,16 +577,58 @@ def encode(
     if workers is not None:
         workers = integer(workers, "workers", minimum=0)
     world, device = _join_world(device)
+    url = None if fmt.local_path(os.fspath(out)) is not None else os.fspath(out)
     try:
-        return _encode(world, source, out, model=model, revision=revision, resolution=resolution,
-                       batch_size=batch_size, workers=workers, device=device, dtype=dtype, flip=flip,
-                       chunk_samples=chunk_samples, labels=labels, class_list_from=class_list_from,
-                       limit=limit, resize=resize, draft=draft, sample=sample, seed=seed,
-                       granularity=granularity, overwrite=overwrite, progress=progress,
-                       source_options={"caption_key": caption_key, "json_fields": json_fields, "columns": columns},
-                       store_images=store_images, buckets=buckets)
+        if url is not None and not overwrite:  # every rank learns it, or the others would wait for rank 0
+            problem = world.from_rank0(_complete_remote(url) if world.rank == 0 else None)
+            if problem:
+                from latentstore.errors import StoreExistsError
+
+                raise StoreExistsError(problem)
+        summary = _encode(world, source, out if url is None else staging_path(url), model=model, revision=revision,
+                          resolution=resolution, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
+                          flip=flip, chunk_samples=chunk_samples, labels=labels, class_list_from=class_list_from,
+                          limit=limit, resize=resize, draft=draft, sample=sample, seed=seed,
+                          granularity=granularity, overwrite=overwrite, progress=progress,
+                          source_options={"caption_key": caption_key, "json_fields": json_fields, "columns": columns},
+                          store_images=store_images, buckets=buckets)
+        if url is not None:
+            summary = world.from_rank0(_push_staged(summary, url, progress) if world.rank == 0 else None)
+        return summary
     finally:
         world.leave()
+
+
+def staging_path(url: str) -> str:
+    """Where an encode to ``url`` builds the store before pushing it: under the cache directory
+    (``$LATENTSTORE_CACHE_DIR``), one folder per URL, so a rerun resumes there."""
+    import hashlib
+
+    from latentstore.store.transfer import cache_root
+
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return str(cache_root() / "staging" / f"{name}.zarr")
+
+
+def _complete_remote(url: str) -> str | None:
+    """Why an encode to ``url`` must not start (it holds a complete store), or None."""
+    from latentstore.store.files import store_files
+
+    group = store_files(url).read_json("zarr.json")
+    if group and (group.get("attributes", {}).get(fmt.ATTRIBUTE_KEY) or {}).get("complete"):
+        return f"{url} already holds a complete store; pass overwrite=True (--overwrite) to encode it anew"
+    return None
+
+
+def _push_staged(summary: EncodeSummary, url: str, progress: bool) -> EncodeSummary:
+    """Push the finished staged store to ``url`` (verified, metadata last), then drop the staged copy."""
+    import shutil
+
+    from latentstore.store.transfer import transfer
+
+    transfer(summary.path, url, progress=progress)
+    shutil.rmtree(summary.path)
+    return dataclasses.replace(summary, path=url)
 
 
 def _encode(world: _World, source, out, *, model, revision, resolution, batch_size, workers, device, dtype, flip,
