@@ -94,16 +94,16 @@ def test_pull_then_push_round_trip_and_reruns_copy_nothing(remote, local, tmp_pa
 
 def test_a_killed_pull_resumes_and_leaves_nothing_that_reads_as_valid(remote, local, tmp_path, monkeypatch):
     target = tmp_path / "pulled.zarr"
-    real_write = transfer._Side.write
+    real_fetch = transfer._Side.fetch_from
     written = []
 
-    def dying_write(self, key, data):
+    def dying_fetch(self, source, key, *args):
         if len(written) == 5:
             raise KeyboardInterrupt  # the process dies mid-transfer
         written.append(key)
-        real_write(self, key, data)
+        return real_fetch(self, source, key, *args)
 
-    monkeypatch.setattr(transfer._Side, "write", dying_write)
+    monkeypatch.setattr(transfer._Side, "fetch_from", dying_fetch)
     with pytest.raises(KeyboardInterrupt):
         transfer.transfer(remote, str(target), workers=1)
     monkeypatch.undo()
@@ -166,17 +166,16 @@ def test_the_server_going_away_mid_pull_is_a_clear_error_and_a_rerun_resumes(loc
         s3fs_module.S3FileSystem.clear_instance_cache()  # the cached client still points at the other server
         s3fs().mkdir("gone")
         transfer.transfer(local.path, "s3://gone/in1k.zarr")
-        real_read = transfer._Side.read
+        real_fetch = transfer._Side.fetch_from
         reads = []
 
-        def read_then_vanish(self, key):
-            if not key.endswith("zarr.json"):
-                reads.append(key)
+        def fetch_then_vanish(self, source, key, *args):
+            reads.append(key)
             if len(reads) == 8:
                 server.stop()
-            return real_read(self, key)
+            return real_fetch(self, source, key, *args)
 
-        monkeypatch.setattr(transfer._Side, "read", read_then_vanish)
+        monkeypatch.setattr(transfer._Side, "fetch_from", fetch_then_vanish)
         with pytest.raises(TransferError, match="cannot copy .* from s3://gone/in1k.zarr.*rerun"):
             transfer.transfer("s3://gone/in1k.zarr", str(tmp_path / "pulled.zarr"), workers=1)
     finally:

@@ -11,8 +11,10 @@ receives each file by atomic rename, so a killed transfer leaves only whole,
 verified files, and a rerun copies what is missing.
 """
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 import threading
@@ -73,8 +75,15 @@ def check_crc32c(data: bytes, key: str) -> None:
     """Raise CorruptChunkError unless ``data`` ends in the crc32c of the bytes before it."""
     import google_crc32c
 
+    import numpy as np
+
     array, _, chunk = key.partition("/c/")
-    if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+    # A read-only numpy view: its slices do not copy a 32 MiB chunk, and google_crc32c takes it
+    # (it refuses memoryview and mmap objects).
+    view = np.frombuffer(data, dtype=np.uint8)
+    intact = len(view) >= 4 and google_crc32c.value(view[:-4]) == int.from_bytes(view[-4:].tobytes(), "little")
+    del view  # a traceback must not keep a mapped file's buffer exported
+    if not intact:
         raise CorruptChunkError(array, int(chunk.split("/")[0]) if chunk.split("/")[0].isdigit() else -1,
                                 f"{key} fails its crc32c check (corrupt or truncated at the source); "
                                 "restore that file at the source, then rerun")
@@ -114,16 +123,43 @@ class _Side:
         if not self.local:
             self.fs.pipe_file(self.path(key), data)  # an object store's put is atomic
             return
+        with self._landing(key) as temporary:
+            with open(temporary, "wb") as f:
+                f.write(data)
+
+    @contextlib.contextmanager
+    def _landing(self, key: str):
+        """A temporary file beside ``key`` that becomes it by atomic rename when the block ends
+        without an error, and is removed otherwise: nothing half-written ever reads as ``key``."""
         target = Path(self.path(key))
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            yield temporary
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def fetch_from(self, source: "_Side", key: str, size: int | None, checksummed: bool) -> int:
+        """Copy ``key`` from a remote ``source`` into this local side, streamed to disk as the
+        filesystem's own ``get`` does (no whole-file buffer), checked (size, crc32c), then renamed
+        into place. Returns the bytes copied."""
+        with self._landing(key) as temporary:
+            try:
+                source.fs.get_file(source.path(key), temporary)
+            except Exception as exc:  # fsspec backends raise their own kinds for a lost connection
+                raise TransferError(key, source.url, f"{type(exc).__name__}: {exc}") from exc
+            got = os.path.getsize(temporary)
+            if size is not None and got != size:
+                raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} is {got} bytes, listed as {size}")
+            if checksummed and got < 4:
+                check_crc32c(b"", key)  # raises: too short to end in a checksum
+            if checksummed:
+                with open(temporary, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    check_crc32c(data, key)
+        return got
 
 
 #: The array-to-bytes codecs whose chunks push --compress wraps in zstd (and pull unwraps):
@@ -269,6 +305,14 @@ def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, prog
     bar = Progress(sum(int(files[k].get("size") or 0) for k in todo), description, unit="B", enabled=progress)
 
     def copy(key: str) -> None:
+        array = key.split("/c/")[0]
+        if destination.local and not source.local and array not in recode:
+            copied = destination.fetch_from(source, key, files[key].get("size"), array in checksummed)
+            with lock:
+                report.files_copied += 1
+                report.bytes_copied += copied
+                bar.update(copied)
+            return
         data = source.read(key)
         if len(data) != files[key].get("size", len(data)):
             raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} is {len(data)} bytes, listed as {files[key]['size']}")
