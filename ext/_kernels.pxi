@@ -156,12 +156,19 @@ cdef inline void _dequantize_row(
     float multiplier,
 ) noexcept nogil:
     # Branches stay outside the pixel loops so that the compiler vectorises them.
-    cdef Py_ssize_t c, p
+    cdef Py_ssize_t c, p, pixels_here
     cdef const int8_t* src
     cdef const uint8_t* usrc
     cdef out_t* dst
     cdef float s = 0, m = 0, d = 1, v
+    # Padded rows (a bucketed store's (C, source_pixels)) of, say, 60 or 63 tokens would leave
+    # every channel a scalar remainder: each channel but the last is computed to a multiple of 8
+    # (never past its stored codes), the surplus landing on the next channel's first outputs,
+    # which that channel then overwrites. The last stays exact, and no surplus reaches past this
+    # sample's output (at most 2 * pixels from the second-to-last channel's start).
+    cdef Py_ssize_t rounded = min((pixels + 7) // 8 * 8, source_pixels, 2 * pixels)
     for c in range(channels):
+        pixels_here = rounded if c + 1 < channels else pixels
         src = <const int8_t*>codes + c * source_pixels
         usrc = <const uint8_t*>codes + c * source_pixels
         dst = out + c * pixels
@@ -172,19 +179,19 @@ cdef inline void _dequantize_row(
             s = half_to_float(scales[c if num_scales > 1 else 0])
             if out_t is float:
                 if normalize:
-                    for p in range(pixels):
+                    for p in range(pixels_here):
                         dst[p] = (<float>src[p] * s * scaling_factor - m) / d * multiplier
                 else:
-                    for p in range(pixels):
+                    for p in range(pixels_here):
                         dst[p] = <float>src[p] * s
             else:
-                for p in range(pixels):
+                for p in range(pixels_here):
                     v = <float>src[p] * s
                     if normalize:
                         v = (v * scaling_factor - m) / d * multiplier
                     dst[p] = float_to_half(v)
         else:
-            for p in range(pixels):
+            for p in range(pixels_here):
                 v = lut[usrc[p]]
                 if normalize:
                     v = (v * scaling_factor - m) / d * multiplier

@@ -149,3 +149,31 @@ def test_batches_of_a_bucketed_store_are_one_bucket_each_and_cover_the_epoch(buc
         assert latents.shape[2:] in {TABLE.shapes[b] for b in buckets}
         seen.append(latents.shape[0])
     assert sum(seen) == N
+
+
+@pytest.mark.parametrize("shapes", [((1, 1), (4, 4)), ((1, 3), (3, 3), (2, 7)), ((5, 12), (7, 9), (8, 8))])
+@pytest.mark.parametrize("channels", [1, 2, 3, 32])
+def test_every_bucket_size_reads_exactly_whatever_its_padding(tmp_path, shapes, channels):
+    """The kernel computes channels to a multiple of 8 into the next channel's place: no value may
+    leak between channels or samples, whatever the bucket's tokens, the padding, the thread count."""
+    table = BucketTable(shapes)
+    rng = np.random.default_rng(channels)
+    latents = [(rng.standard_normal((channels, *shapes[i % len(shapes)])) * 3 + i).astype(np.float32) for i in range(300)]
+    rows, buckets = pack_buckets(latents, table)
+    for granularity in ("sample", "channel"):
+        path = tmp_path / f"{granularity}.zarr"
+        with latentstore.create(path, 300, (channels,), chunk_samples=128, buckets=table, granularity=granularity) as writer:
+            for start in range(0, 300, 128):
+                writer.write(start, rows[start : start + 128], buckets=buckets[start : start + 128])
+        store = latentstore.open(path)
+        for b in range(len(shapes)):
+            picked = np.flatnonzero(buckets == b)[::-1]
+            q, s = latentstore.quantize(np.stack([latents[i] for i in picked]), granularity)
+            for dtype in (np.float32, np.float16):
+                for threads in (1, 2):
+                    got, _ = store.read(picked, dtype=dtype, num_threads=threads)
+                    np.testing.assert_array_equal(got, latentstore.dequantize(q, s, dtype=dtype))
+            normalized, _ = store.read(picked, normalize=True)
+            mean = np.float32(store.metadata.stats["mean"])[:, None, None]
+            std = np.float32(store.metadata.stats["std"])[:, None, None]
+            np.testing.assert_array_equal(normalized, (latentstore.dequantize(q, s) - mean) / std)
