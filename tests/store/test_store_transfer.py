@@ -262,3 +262,59 @@ def test_columns_and_buckets_travel_compressed_and_come_back_mapped(s3, tmp_path
     assert store.read(one)[0].tobytes() == local.read(one)[0].tobytes()
     assert cli.main(["pull", url, str(tmp_path / "pulled.zarr"), "--no-progress"]) == 0
     assert verify(tmp_path / "pulled.zarr").ok
+
+
+# -- fetching on first touch ---------------------------------------------------------------
+@pytest.fixture
+def no_background(monkeypatch):
+    """The background fetch off, so what a read fetches is what it touched."""
+    monkeypatch.setattr(transfer.ChunkFetcher, "start", lambda self: None)
+
+
+def test_a_store_opened_without_prefetch_fetches_the_chunks_a_read_touches(remote, local, tmp_path, no_background):
+    store = latentstore.open(remote, cache_dir=tmp_path / "cache", prefetch=False)
+    fetcher = store._fetcher
+    assert fetcher is not None and store.fast
+    fetched = lambda: sorted(k for k in fetcher.keys if fetcher.has(k))  # noqa: E731
+    assert fetched() == []  # only the metadata and the small arrays came at open
+    assert store.labels.tolist() == local.labels.tolist() and store.valid.tolist() == local.valid.tolist()
+    rows = np.array([CHUNK + 3, 3 * CHUNK + 1])
+    assert store.read(rows)[0].tobytes() == local.read(rows)[0].tobytes()
+    assert fetched() == ["latents/c/1/0/0/0", "latents/c/3/0/0/0"]
+    assert store.read(rows, flip=True)[0].tobytes() == local.read(rows, flip=True)[0].tobytes()
+    everything = np.random.default_rng(2).permutation(N)
+    for flip in (False, True):
+        assert store.read(everything, flip=flip)[0].tobytes() == local.read(everything, flip=flip)[0].tobytes()
+    assert fetcher.complete
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(store))  # a DataLoader worker reopens it by URL
+    assert copy.read(everything)[0].tobytes() == local.read(everything)[0].tobytes()
+
+
+def test_the_background_fetch_completes_the_cache(remote, local, tmp_path):
+    import time
+
+    store = latentstore.open(remote, cache_dir=tmp_path / "cache", prefetch=False)
+    deadline = time.monotonic() + 60
+    while not store._fetcher.complete and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store._fetcher.complete and store._fetcher.error is None
+    while not any(e["complete"] for e in transfer.cache_entries(tmp_path / "cache")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = latentstore.open(remote, cache_dir=tmp_path / "cache", prefetch=False)
+    assert again._fetcher is None  # complete: mapped as any cached store
+    assert again.read(np.arange(N))[0].tobytes() == local.read(np.arange(N))[0].tobytes()
+
+
+def test_a_corrupted_chunk_fetched_on_touch_is_named_and_never_mapped(remote, local, tmp_path, no_background):
+    key = "latents/c/2/0/0/0"
+    data = bytearray(s3fs().cat_file(f"{remote[5:]}/{key}"))
+    data[10] ^= 0xFF
+    s3fs().pipe_file(f"{remote[5:]}/{key}", bytes(data))
+    store = latentstore.open(remote, cache_dir=tmp_path / "cache", prefetch=False)
+    assert store.read([0])[0].tobytes() == local.read([0])[0].tobytes()  # other chunks read
+    with pytest.raises(CorruptChunkError, match="latents/c/2/0/0/0 fails its crc32c check"):
+        store.read([2 * CHUNK])
+    [entry] = transfer.cache_entries(tmp_path / "cache")
+    assert not (tmp_path / "cache" / entry["key"] / key).exists()

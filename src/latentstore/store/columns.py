@@ -53,6 +53,7 @@ class MappedTextColumn:
         self._trailer = _CRC_BYTES if layout.has_checksum else 0
         num_chunks = layout.num_chunks
         self._buffers: list[np.ndarray | None] = [None] * num_chunks
+        self._directory, self._layout = directory, layout
         self.present = np.zeros(num_chunks, dtype=bool)
         for k in range(num_chunks):
             self._buffers[k] = self._map(directory / layout.chunk_key(k), k)
@@ -61,6 +62,18 @@ class MappedTextColumn:
         self._addresses = np.zeros(rows, dtype=np.uintp)  # 0 with length 0: an empty item
         self._lengths = np.zeros(rows, dtype=np.int64)
         self._spanned = ~self.present  # a missing chunk needs no pass
+
+    def chunk_key(self, chunk: int) -> str:
+        return f"{self.name}/{self._layout.chunk_key(chunk)}"
+
+    def remap(self, chunk: int) -> None:
+        """Map a chunk whose file has arrived since (a store filled on first touch)."""
+        buffer = self._map(self._directory / self._layout.chunk_key(chunk), chunk)
+        if buffer is None:
+            raise _damaged(self.name, chunk, "the chunk file did not arrive")
+        self._buffers[chunk] = buffer
+        self._spanned[chunk] = False  # its items are found on the next read
+        self.present[chunk] = True
 
     def _map(self, path: Path, chunk: int) -> np.ndarray | None:
         try:

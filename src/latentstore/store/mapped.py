@@ -97,6 +97,8 @@ class MappedChunks:
         self._zeros = np.zeros(layout.chunk_nbytes, dtype=np.uint8)
         self._zeros.flags.writeable = False
         addresses = []
+        self._arrays = arrays
+        self.num_chunks = layout.num_chunks
         for directory, name, array_layout in arrays:
             present = self.present[name] = np.zeros(array_layout.num_chunks, dtype=bool)
             for k in range(array_layout.num_chunks):
@@ -106,6 +108,26 @@ class MappedChunks:
                 self._buffers.append(buffer)
                 addresses.append(buffer.ctypes.data)
         self.addresses = np.array(addresses, dtype=np.uintp)
+        #: Chunks (numbered a * num_chunks + k over the arrays) mapped as zeros for want of a file.
+        self.missing = {i for i, buffer in enumerate(self._buffers) if buffer is self._zeros}
+
+    def chunk_key(self, index: int) -> str:
+        """The store-relative key of chunk ``index`` (a * num_chunks + k)."""
+        a, k = divmod(index, self.num_chunks)
+        _, name, layout = self._arrays[a]
+        return f"{name}/{layout.chunk_key(k)}"
+
+    def remap(self, indices) -> None:
+        """Map chunks whose files have arrived since (a store filled on first touch)."""
+        for index in indices:
+            a, k = divmod(index, self.num_chunks)
+            directory, name, layout = self._arrays[a]
+            buffer = self._map(directory / layout.chunk_key(k), name, k, layout)
+            if buffer is None:
+                raise CorruptChunkError(name, k, "the chunk file did not arrive; run 'latentstore verify' on the store")
+            self._buffers[index] = buffer
+            self.addresses[index] = buffer.ctypes.data  # before it leaves ``missing``: readers check that first
+            self.missing.discard(index)
 
     def _map(self, path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray | None:
         fd = _open_chunk(path, name, chunk, layout)

@@ -77,7 +77,8 @@ def _array_not_store_message(root: Path) -> str:
     return f"{root} is a Zarr array, not a latent store (a Zarr group); pass the store's directory"
 
 
-def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress: bool = False) -> "LatentStore":  # noqa: A001 - mirrors zarr.open
+def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress: bool = False,  # noqa: A001 - mirrors zarr.open
+         prefetch: bool | None = None) -> "LatentStore":
     """Open the store at ``path`` (a directory or an fsspec URL) for reading.
 
     A store behind a URL (``s3://``, ``gs://``, ``hf://``, ``http(s)://``, any
@@ -85,8 +86,13 @@ def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress:
     ``$LATENTSTORE_CACHE_DIR``, else ``~/.cache/latentstore``), every chunk
     verified against its crc32c, and then read through the same memory-mapped
     path as a local store; a changed remote store is fetched anew (see
-    ``store.transfer._Snapshot.key``). ``cache=False`` reads through zarr-python
-    instead, fetching every touched chunk whole on every read.
+    ``store.transfer._Snapshot.key``). ``prefetch=True`` fetches every chunk
+    at open (the default for stores below ``PREFETCH_BELOW_BYTES``, 4 GiB);
+    ``prefetch=False`` fetches the metadata and the small per-sample arrays at
+    open and each chunk of latents or text on first touch, in parallel, while
+    a background thread fetches the rest (the default for larger stores).
+    ``cache=False`` reads through zarr-python instead, fetching every touched
+    chunk whole on every read.
     """
     if mode != "r":
         raise ValueError("stores open read-only; write with latentstore.create()")
@@ -94,8 +100,10 @@ def open(path, *, mode: str = "r", cache: bool = True, cache_dir=None, progress:
     if fmt.local_path(text) is None and flag(cache, "cache"):
         from latentstore.store.transfer import cached_copy
 
-        store = LatentStore(cached_copy(text, cache_dir=cache_dir, progress=progress))
+        target, fetcher = cached_copy(text, cache_dir=cache_dir, progress=progress, prefetch=prefetch)
+        store = LatentStore(target, fetcher=fetcher)
         store.url = text
+        store._reopen = {"cache_dir": None if cache_dir is None else str(cache_dir), "prefetch": prefetch}
         return store
     return LatentStore(path)
 
@@ -124,9 +132,11 @@ class LatentStore:
     pickles its path, and the copy reopens (maps) the files itself.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, *, fetcher=None):
         self._path = str(path).removeprefix("file://")
         self.url: str | None = None  # the remote store this is the cached copy of (set by open)
+        self._reopen: dict = {}
+        self._fetcher = fetcher  # a transfer.ChunkFetcher while the cached copy is filled on first touch
         if fmt.local_path(self._path) is None:
             self._open_zarr()
         else:
@@ -201,12 +211,19 @@ class LatentStore:
             self._bucket_of, self._crop_boxes = buckets[: m.num_samples], boxes[: m.num_samples]
         self._rows: MappedChunks | ZarrRows | None = MappedChunks([(root / name, name, layouts[name]) for name in latent_names])
         present_by_array.update(self._rows.present)
+        if self._fetcher is not None:  # chunks still to come count as there
+            for i in self._rows.missing:
+                if self._fetcher.has_source(self._rows.chunk_key(i)):
+                    present_by_array[latent_names[i // self._rows.num_chunks]][i % self._rows.num_chunks] = True
         self._columns: dict = {}
         for spec in m.columns:
             name = spec.array_name
             if spec.variable_length:
                 column = self._columns[spec.name] = MappedTextColumn(root / name, spec, layouts[name])
-                present_by_array[name] = column.present
+                present_by_array[name] = column.present.copy()
+                if self._fetcher is not None:
+                    for chunk in np.flatnonzero(~column.present).tolist():
+                        present_by_array[name][chunk] = self._fetcher.has_source(column.chunk_key(chunk))
             else:
                 values, present_by_array[name] = load_local_array(root / name, name, layouts[name])
                 self._columns[spec.name] = values[: m.num_samples]
@@ -290,10 +307,35 @@ class LatentStore:
         return np.ascontiguousarray(stacked.reshape(len(stacked), -1)).view(np.uint16)
 
     def __getstate__(self):
+        if self._fetcher is not None and self.url is not None:  # still filling: the copy reopens it by URL
+            return {"path": self._path, "url": self.url, "reopen": self._reopen}
         return {"path": self._path}
 
     def __setstate__(self, state):
+        if "url" in state:
+            reopened = open(state["url"], **state["reopen"])
+            self.__dict__.update(reopened.__dict__)
+            return
         self.__init__(state["path"])
+
+    def _fetch_latent_chunks(self, rows: np.ndarray) -> None:
+        """Before a read of a store filled on first touch: fetch and map the chunks ``rows`` need."""
+        source = self._rows
+        if not isinstance(source, MappedChunks) or not source.missing:
+            return
+        need = [i for i in np.unique(rows // source.chunk_rows).tolist() if i in source.missing]
+        if need:
+            self._fetcher.ensure([source.chunk_key(i) for i in need])
+            source.remap(need)
+
+    def _fetch_column_chunks(self, column: MappedTextColumn, rows: np.ndarray) -> None:
+        if self._fetcher is None or column.present.all():
+            return
+        need = [k for k in np.unique(rows // column.chunk_rows).tolist() if not column.present[k]]
+        if need:
+            self._fetcher.ensure([column.chunk_key(k) for k in need])
+            for k in need:
+                column.remap(k)
 
     def close(self) -> None:
         """Drop the mappings (reads already running keep theirs until they finish)."""
@@ -523,9 +565,10 @@ class LatentStore:
         source = self._rows
         if source is None:
             raise ValueError("this store is closed")
-        addresses, chunk_rows, kernel_rows, scale_bits, keepalive = source.locate(
-            self._flip_rows(rows, flip), self._scale_bits
-        )
+        kernel_space = self._flip_rows(rows, flip)
+        if self._fetcher is not None:
+            self._fetch_latent_chunks(kernel_space)
+        addresses, chunk_rows, kernel_rows, scale_bits, keepalive = source.locate(kernel_space, self._scale_bits)
         gather_dequantize(
             addresses,
             chunk_rows,
@@ -558,6 +601,8 @@ class LatentStore:
         if source is None:
             raise ValueError("this store is closed")
         flipped = self._flip_rows(rows, flip)
+        if self._fetcher is not None:
+            self._fetch_latent_chunks(flipped)
         addresses, chunk_rows, kernel_rows, _, keepalive = source.locate(flipped, None)
         shape = self._sample_shape(rows)
         q = np.empty((len(rows), *self.metadata.latent_shape), dtype=self.metadata.code_dtype)
@@ -600,6 +645,8 @@ class LatentStore:
         else:
             if self._rows is None:
                 raise ValueError("this store is closed")
+            if isinstance(source, MappedTextColumn):
+                self._fetch_column_chunks(source, rows)
             values = source.values(rows)
         return values[0] if scalar else values
 

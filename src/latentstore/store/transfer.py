@@ -29,6 +29,8 @@ from latentstore.store.files import parse_json
 
 #: Parallel transfers: object stores answer many small requests best in parallel.
 DEFAULT_WORKERS = 16
+#: ``open(url)`` fetches a store below this size whole at open, a larger one on first touch.
+PREFETCH_BELOW_BYTES = 4 << 30
 #: The Hugging Face Hub's limits (huggingface.co/docs/hub/storage-limits): files per folder and file size.
 HUB_FILES_PER_FOLDER = 10_000
 HUB_MAX_FILE_BYTES = 50 << 30
@@ -71,10 +73,9 @@ def _checksummed_arrays(documents: dict[str, dict]) -> set[str]:
     return arrays
 
 
-def check_crc32c(data: bytes, key: str) -> None:
+def check_crc32c(data: "bytes | mmap.mmap", key: str) -> None:
     """Raise CorruptChunkError unless ``data`` ends in the crc32c of the bytes before it."""
     import google_crc32c
-
     import numpy as np
 
     array, _, chunk = key.partition("/c/")
@@ -263,74 +264,98 @@ def transfer(source_url: str, destination_url: str, *, workers: int = DEFAULT_WO
                        allow_incomplete=allow_incomplete, compress=compress, description=description)
 
 
-def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, progress: bool, allow_incomplete: bool,
-                compress: str | None, description: str) -> TransferReport:
-    """:func:`transfer` of what ``snapshot`` saw: the files listed then, with the metadata read then."""
-    source, files, raw = snapshot.side, snapshot.files, dict(snapshot.raw)
-    source_url, destination = source.url, _Side(destination_url)
-    documents = {key: parse_json(data, f"{source_url}/{key}") for key, data in raw.items()}
-    attributes = documents["zarr.json"].get("attributes", {}).get(fmt.ATTRIBUTE_KEY)
-    if not isinstance(attributes, dict):
-        raise FormatError(f"{source_url} is a Zarr group but not a latent store")
-    if not attributes.get("complete") and not allow_incomplete:
-        raise FormatError(f"{source_url} is not finalized (complete is false): finish the encode first, "
-                          "or pass --allow-incomplete to copy it as it is")
-    if compress not in (None, "zstd"):
-        raise ValueError(f"compress must be None or 'zstd', got {compress!r}")
-    checksummed = _checksummed_arrays(documents)
-    # Arrays whose chunks change form on the way: compressed for a push, decompressed into a local copy.
-    recode: dict[str, str] = {}
-    for key, document in documents.items():
-        if key == "zarr.json" or document.get("node_type") != "array":
-            continue
-        array, names = key[: -len("/zarr.json")], _codec_names(document)
-        if compress and _plain(names):
-            recode[array] = "compress"
-        elif destination.local and _zstd(names):
-            recode[array] = "decompress"
-    for array, how in recode.items():
-        raw[f"{array}/zarr.json"] = (json.dumps(_recoded(documents[f"{array}/zarr.json"], how == "compress"), indent=2)
-                                     .encode())
-    there = destination.listing()
-    chunks = sorted(k for k in files if not k.endswith("zarr.json"))
+class _Copier:
+    """Copies chunk files of one snapshot to one destination, each verified on the way: the
+    mechanism of :func:`transfer`, :func:`cached_copy` and the on-touch fetching of
+    :class:`ChunkFetcher`. Building it plans how each array travels: chunks compressed for a
+    push (``compress``), decompressed into a local copy, or as they are."""
 
-    def done(key: str) -> bool:
-        if key.split("/c/")[0] in recode:  # another size by design; files land whole, so being there is enough
-            return key in there
-        return there.get(key, {}).get("size") == files[key].get("size")
+    def __init__(self, snapshot: _Snapshot, destination_url: str, compress: str | None = None):
+        if compress not in (None, "zstd"):
+            raise ValueError(f"compress must be None or 'zstd', got {compress!r}")
+        self.snapshot, self.source, self.destination = snapshot, snapshot.side, _Side(destination_url)
+        self.raw = dict(snapshot.raw)
+        self.documents = {key: parse_json(data, f"{self.source.url}/{key}") for key, data in self.raw.items()}
+        self.checksummed = _checksummed_arrays(self.documents)
+        # Arrays whose chunks change form on the way: compressed for a push, decompressed into a local copy.
+        self.recode: dict[str, str] = {}
+        for key, document in self.documents.items():
+            if key == "zarr.json" or document.get("node_type") != "array":
+                continue
+            array, names = key[: -len("/zarr.json")], _codec_names(document)
+            if compress and _plain(names):
+                self.recode[array] = "compress"
+            elif self.destination.local and _zstd(names):
+                self.recode[array] = "decompress"
+        for array, how in self.recode.items():
+            self.raw[f"{array}/zarr.json"] = json.dumps(
+                _recoded(self.documents[f"{array}/zarr.json"], how == "compress"), indent=2).encode()
 
-    todo = [k for k in chunks if not done(k)]
-    report = TransferReport(source_url, destination_url, files_kept=len(chunks) - len(todo))
-    lock = threading.Lock()
-    bar = Progress(sum(int(files[k].get("size") or 0) for k in todo), description, unit="B", enabled=progress)
+    def todo(self, keys) -> list[str]:
+        """The chunk files among ``keys`` that are missing at the destination or differ."""
+        there = self.destination.listing()
 
-    def copy(key: str) -> None:
+        def done(key: str) -> bool:
+            if key.split("/c/")[0] in self.recode:  # another size by design; files land whole, so being there is enough
+                return key in there
+            return there.get(key, {}).get("size") == self.snapshot.files[key].get("size")
+
+        return [k for k in keys if not done(k)]
+
+    def __call__(self, key: str) -> int:
+        """Copy one chunk file; returns the bytes written."""
+        source, destination, files = self.source, self.destination, self.snapshot.files
         array = key.split("/c/")[0]
-        if destination.local and not source.local and array not in recode:
-            copied = destination.fetch_from(source, key, files[key].get("size"), array in checksummed)
-            with lock:
-                report.files_copied += 1
-                report.bytes_copied += copied
-                bar.update(copied)
-            return
+        if destination.local and not source.local and array not in self.recode:
+            return destination.fetch_from(source, key, files[key].get("size"), array in self.checksummed)
         data = source.read(key)
         if len(data) != files[key].get("size", len(data)):
-            raise CorruptChunkError(key.split("/c/")[0], -1, f"{key} is {len(data)} bytes, listed as {files[key]['size']}")
-        array = key.split("/c/")[0]
-        if array in checksummed:
+            raise CorruptChunkError(array, -1, f"{key} is {len(data)} bytes, listed as {files[key]['size']}")
+        if array in self.checksummed:
             check_crc32c(data, key)
-        if recode.get(array) == "compress":
+        if self.recode.get(array) == "compress":
             data = _compress_chunk(data)
-        elif recode.get(array) == "decompress":
-            data = _decompress_chunk(data, key, _chunk_nbytes(documents[f"{array}/zarr.json"]))
+        elif self.recode.get(array) == "decompress":
+            data = _decompress_chunk(data, key, _chunk_nbytes(self.documents[f"{array}/zarr.json"]))
         try:
             destination.write(key, data)
         except Exception as exc:
-            raise TransferError(key, source_url, f"writing to {destination_url} failed: {type(exc).__name__}: {exc}") from exc
+            raise TransferError(key, source.url, f"writing to {destination.url} failed: {type(exc).__name__}: {exc}") from exc
+        return len(data)
+
+    def write_metadata(self, keys=None) -> None:
+        """The arrays' metadata, then the group's own document at the very end: until it lands,
+        the destination is not a store that opens as complete."""
+        wanted = [k for k in self.raw if k != "zarr.json" and (keys is None or k in keys)]
+        for key in sorted(wanted, key=len, reverse=True):
+            self.destination.write(key, self.raw[key])
+        self.destination.write("zarr.json", self.raw["zarr.json"])
+
+
+def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, progress: bool, allow_incomplete: bool,
+                compress: str | None, description: str, keys=None) -> TransferReport:
+    """:func:`transfer` of what ``snapshot`` saw: the files listed then (those in ``keys``, when
+    given), with the metadata read then."""
+    attributes = parse_json(snapshot.raw["zarr.json"], f"{snapshot.side.url}/zarr.json").get(
+        "attributes", {}).get(fmt.ATTRIBUTE_KEY)
+    if not isinstance(attributes, dict):
+        raise FormatError(f"{snapshot.side.url} is a Zarr group but not a latent store")
+    if not attributes.get("complete") and not allow_incomplete:
+        raise FormatError(f"{snapshot.side.url} is not finalized (complete is false): finish the encode first, "
+                          "or pass --allow-incomplete to copy it as it is")
+    copier = _Copier(snapshot, destination_url, compress)
+    chunks = sorted(k for k in snapshot.files if not k.endswith("zarr.json") and (keys is None or k in keys))
+    todo = copier.todo(chunks)
+    report = TransferReport(snapshot.side.url, destination_url, files_kept=len(chunks) - len(todo))
+    lock = threading.Lock()
+    bar = Progress(sum(int(snapshot.files[k].get("size") or 0) for k in todo), description, unit="B", enabled=progress)
+
+    def copy(key: str) -> None:
+        copied = copier(key)
         with lock:
             report.files_copied += 1
-            report.bytes_copied += len(data)
-            bar.update(len(data))
+            report.bytes_copied += copied
+            bar.update(copied)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -344,11 +369,7 @@ def _copy_store(snapshot: _Snapshot, destination_url: str, *, workers: int, prog
                 raise
     finally:
         bar.close()
-    # The metadata last, the group's own document at the very end: until it
-    # lands, the destination is not a store that opens as complete.
-    for key in sorted((k for k in raw if k != "zarr.json"), key=len, reverse=True):
-        destination.write(key, raw[key])
-    destination.write("zarr.json", raw["zarr.json"])
+    copier.write_metadata()
     return report
 
 
@@ -387,13 +408,18 @@ def cache_root(cache_dir=None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentstore"
 
 
-def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, progress: bool = False) -> Path:
-    """A verified local copy of the remote store at ``url``, fetched once per content (``_Snapshot.key``).
+def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, progress: bool = False,
+                prefetch: bool | None = True) -> tuple[Path, "ChunkFetcher | None"]:
+    """A verified local copy of the remote store at ``url``, fetched once per content (``_Snapshot.key``),
+    and None or the :class:`ChunkFetcher` still filling it.
 
     Processes that open the same store at once (DataLoader workers, ranks on
     one node) take a file lock: one fetches, the others wait and then find
     the copy done. A copy counts as done only once its ``.complete`` marker
-    lands, after every file was verified.
+    lands, after every file was verified. With ``prefetch=False`` (complete
+    stores) only the metadata and the small per-sample arrays are fetched
+    now; the latents and the text and bytes columns come chunk by chunk as
+    reads touch them, and in the background, through the returned fetcher.
     """
     import fcntl
 
@@ -403,19 +429,115 @@ def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, pro
     target = root / key
     done = target / ".complete"
     if done.exists():
-        return target
+        return target, None
+    if prefetch is None:
+        prefetch = sum(int(info.get("size") or 0) for info in snapshot.files.values()) < PREFETCH_BELOW_BYTES
+    group = parse_json(snapshot.raw["zarr.json"], f"{url}/zarr.json")
+    lazy = not prefetch and bool((group.get("attributes", {}).get(fmt.ATTRIBUTE_KEY) or {}).get("complete"))
+    on_touch = _on_touch_keys(snapshot) if lazy else set()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not done.exists():
-                _copy_store(snapshot, str(target), workers=workers, progress=progress, allow_incomplete=True,
-                            compress=None, description="fetching")
+                small = None if not lazy else {k for k in snapshot.files if k not in on_touch}
+                _copy_store(snapshot, str(target), workers=workers, progress=progress and not lazy, allow_incomplete=True,
+                            compress=None, description="fetching", keys=small)
                 (target / ".source").write_text(url + "\n")
-                done.write_text(key + "\n")
+                if not lazy:
+                    done.write_text(key + "\n")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
+    if not lazy or done.exists():
+        return target, None
+    fetcher = ChunkFetcher(snapshot, target, on_touch, workers=workers)
+    fetcher.start()
+    return target, fetcher
+
+
+def _on_touch_keys(snapshot: _Snapshot) -> set[str]:
+    """The chunk files a store opened with ``prefetch=False`` fetches on first touch: those of the
+    latents and of the text and bytes columns, nearly all of its bytes."""
+    vlen = {name for name, _ in fmt.VLEN_TYPES.values()}
+    arrays = {key[: -len("/zarr.json")] for key, data in snapshot.raw.items() if key != "zarr.json"
+              and (key[: -len("/zarr.json")] in (fmt.LATENTS, fmt.FLIP_LATENTS)
+                   or parse_json(data, key).get("data_type") in vlen)}
+    return {k for k in snapshot.files if not k.endswith("zarr.json") and k.split("/c/")[0] in arrays}
+
+
+class ChunkFetcher:
+    """Fills a cached copy's large arrays: each chunk file on first touch (:meth:`ensure`, which a
+    read calls for the chunks it needs), and every other one in the background, in order.
+
+    A chunk file is fetched once however many threads and processes want it
+    (a file lock per chunk), checked against its crc32c and renamed into place
+    whole, so a file there is a verified one. When the last one lands, the
+    copy is marked complete and later opens map it as any cached store.
+    """
+
+    def __init__(self, snapshot: _Snapshot, target: Path, keys, *, workers: int = DEFAULT_WORKERS):
+        self.copier = _Copier(snapshot, str(target))
+        self.target = target
+        self.key = snapshot.key()
+        self.keys = sorted(keys)
+        self._keys = set(self.keys)
+        self.workers = max(1, workers)
+        self._present = {k for k in self.keys if (target / k).exists()}
+        self._stop = threading.Event()
+        self.error: BaseException | None = None  # what stopped the background fetch, if anything
+
+    @property
+    def complete(self) -> bool:
+        return len(self._present) == len(self.keys)
+
+    def has_source(self, key: str) -> bool:
+        """Whether ``key`` is one of the files this fetcher brings (it is on the remote store)."""
+        return key in self._keys
+
+    def has(self, key: str) -> bool:
+        return key in self._present
+
+    def ensure(self, keys) -> None:
+        """Fetch the chunk files among ``keys`` that are not here yet (in parallel); return once all are."""
+        missing = [k for k in keys if k not in self._present]
+        if len(missing) == 1:
+            self._fetch(missing[0])
+        elif missing:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(missing))) as pool:
+                list(pool.map(self._fetch, missing))
+
+    def _fetch(self, key: str) -> None:
+        import fcntl
+
+        if key in self._present:
+            return
+        locks = self.target / ".locks"
+        locks.mkdir(exist_ok=True)
+        with open(locks / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (self.target / key).exists():
+                    self.copier(key)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._present.add(key)  # a set's add is atomic under the GIL: no lock a fork could inherit held
+
+    def start(self) -> None:
+        """Fetch every chunk not yet here on a background thread, then mark the copy complete."""
+        def run():
+            try:
+                for key in self.keys:
+                    if self._stop.is_set():
+                        return
+                    self._fetch(key)
+                (self.target / ".complete").write_text(self.key + "\n")
+            except BaseException as exc:  # a read that needs the chunk raises it again, naming it
+                self.error = exc
+
+        threading.Thread(target=run, name="latentstore-fetch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def cache_entries(cache_dir=None) -> list[dict]:
