@@ -107,3 +107,39 @@ def write_store(path, samples: int, shape=(32, 8, 8), pool: int = 16384, seed: i
             rows = np.arange(start, stop) % len(q)
             values = {name: make(start, stop) for name, (_, make) in columns.items()} or None
             writer.write(start, codes=(q[rows], s[rows]), labels=np.zeros(len(rows), int), columns=values)
+
+
+def bucket_pools(table, channels: int = 32, pool: int = 4096, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per bucket of ``table`` (a ``latentstore.format.BucketTable``), ``pool`` SYNTHETIC latents of
+    its shape (channels, h, w), quantized: ``[(q (pool, C, h, w) int8, scales (pool,) float16)]``.
+
+    Deterministic in ``(table.shapes, channels, pool, seed)``; bucket b's latents are drawn with
+    the seed ``[seed, b]``, so the buckets are independent.
+    """
+    import latentstore
+
+    return [latentstore.quantize(synthetic_latents(pool, (channels, h, w), seed=[seed, b]))
+            for b, (h, w) in enumerate(table.shapes)]
+
+
+def write_bucketed_store(path, buckets, table, channels: int = 32, pool: int = 4096, seed: int = 0, *,
+                         chunk_samples: int | None = None) -> None:
+    """A finished multi-aspect store of SYNTHETIC latents: sample i is in bucket ``buckets[i]`` of
+    ``table`` and holds row ``i % pool`` of that bucket's :func:`bucket_pools` (quantized once,
+    repeated), stored padded to ``(channels, table.max_tokens)`` and written whole chunks at a time.
+    """
+    import latentstore
+    from latentstore.store.writer import pack_buckets
+
+    buckets = np.asarray(buckets)
+    pools = bucket_pools(table, channels, pool, seed)
+    # Every pool packed once into padded rows, stacked: bucket b's row r is row b * pool + r.
+    rows = np.concatenate([pack_buckets(list(q), table)[0] for q, _ in pools])
+    scales = np.concatenate([s for _, s in pools])
+    with latentstore.create(path, len(buckets), (channels,), buckets=table, chunk_samples=chunk_samples) as writer:
+        step = writer.metadata.chunk_samples
+        for start in range(0, len(buckets), step):
+            stop = min(start + step, len(buckets))
+            which = buckets[start:stop].astype(np.int64) * pool + np.arange(start, stop) % pool
+            writer.write(start, codes=(rows[which], scales[which]), labels=np.zeros(stop - start, int),
+                         buckets=buckets[start:stop])

@@ -188,3 +188,44 @@ def test_captions_benchmark_smoke(tmp_path):
     first = captions.captions(0, 1024)
     assert first == captions.captions(0, 1024) and len(first) == 1024
     assert all(50 <= len(c) <= 400 and c.endswith(".") for c in first)
+
+
+def test_buckets_benchmark_smoke(tmp_path):
+    import numpy as np
+
+    buckets = load("buckets")
+    work = tmp_path / "work"
+    text = buckets.main(["--samples", "3000", "--chunk-samples", "1024", "--quick", "--rounds", "2",
+                         "--work", str(work), "--results", str(tmp_path), "--name", "buckets-smoke"])
+    assert (tmp_path / "buckets-smoke.md").read_text().strip() == text.strip()
+    assert "SYNTHETIC" in text and "not DC-AE" in text and "Stores built in this run" in text
+    assert "Command: `python benchmarks/buckets.py --samples 3000 --chunk-samples 1024 --rounds 2 --quick`" in text
+    for method in ("(a) square store", "(b) bucketed store"):
+        assert method in text
+    histogram = text.split("## Buckets")[1].split("## Random")[0]
+    assert sum(int(line.split("|")[6].replace(",", "")) for line in histogram.splitlines()
+               if line.startswith("| ") and line[2].isdigit()) == 3000  # every sample in one bucket
+    targets = target_rows(text)
+    assert [label for label, _, _ in targets] == ["(b) / (a) samples/s >= 0.8"]
+    (label, values, verdict), = targets
+    assert len(values) == 2 and verdict_follows(values, 0.8, verdict)
+    (label, value, verdict), = at_most_rows(text)
+    assert label == "bucketed bytes on disk / unpadded sum <= 1.15"
+    if abs(value - 1.15) > 0.0005:  # printed to 3 decimals: only a ratio within their rounding may go either way
+        assert verdict == ("met" if value <= 1.15 else "NOT met")
+    # The kept stores are reused as long as their parameters match.
+    assert buckets.build(work, 3000, 1024)[2]["built"] is False
+    assert buckets.build(work, 3000, 512)[2]["built"] is True  # another chunk size: rebuilt
+    width, height = buckets.image_sizes(1000)
+    assert np.array_equal(buckets.assign(buckets.table(), width, height),
+                          [buckets.table().nearest(int(w), int(h)) for w, h in zip(width, height)])
+
+
+def at_most_rows(text):
+    """(label, value, verdict) for each "<=" row of a report's targets tables."""
+    rows = []
+    for line in text.split("## Targets")[1].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if "<=" in cells[0]:
+            rows.append((cells[0], float(cells[1].replace(",", "")), cells[-1]))
+    return rows
