@@ -185,3 +185,17 @@ def test_in_the_main_process_the_batch_is_read_in_place(big_store):
 def test_read_in_must_be_one_of_the_two_places(big_store):
     with pytest.raises(ValueError, match="read_in must be one of 'consumer', 'worker', got 'gpu'"):
         LatentDataset(big_store, read_in="gpu")
+
+
+@pytest.mark.slow  # DataLoader worker processes
+def test_persistent_workers_draw_each_epochs_own_flips(big_store):
+    """Persistent workers keep the dataset as it was when they started; the batches they send are
+    read where the DataLoader is iterated, with that process's epoch."""
+    dataset = LatentDataset(big_store, flip_prob=0.5, seed=3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=300, num_workers=2, persistent_workers=True)
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for k, (latents, _) in enumerate(loader):
+            rows = np.arange(k * 300, min((k + 1) * 300, len(dataset)))
+            expected, _ = big_store.read(rows, flip=flip_mask(rows, 0.5, 3, epoch))
+            np.testing.assert_array_equal(latents.numpy(), expected)

@@ -22,6 +22,8 @@ This is the only module of the read path that imports torch.
 
 import collections.abc
 import functools
+import uuid
+import weakref
 import queue
 import sys
 import threading
@@ -185,11 +187,15 @@ class RowBatch(collections.abc.MutableMapping):
     it is (see :func:`_default_collate_passes_row_batches`).
     """
 
-    __slots__ = ("path", "rows", "flip", "normalize", "as_list", "columns")
+    __slots__ = ("path", "rows", "flip", "normalize", "as_list", "columns", "origin")
 
-    def __init__(self, path: str, rows: np.ndarray, flip, normalize, as_list: bool, columns=None):
+    def __init__(self, path: str, rows: np.ndarray, flip, normalize, as_list: bool, columns=None, origin=None):
         self.path, self.rows, self.flip, self.normalize, self.as_list = path, rows, flip, normalize, as_list
         self.columns = columns  # None, or (ColumnReader, seed, epoch)
+        # (dataset token, epoch the worker drew with): where the reading process holds that dataset,
+        # its epoch wins, so persistent workers (which keep the epoch they started with) still
+        # give each epoch its own flips and caption draws.
+        self.origin = origin
 
     def __getitem__(self, key):
         raise KeyError(key)
@@ -210,10 +216,12 @@ class RowBatch(collections.abc.MutableMapping):
         return self
 
     def __reduce__(self):
-        return _read_row_batch, (self.path, self.rows, self.flip, self.normalize, self.as_list, self.columns)
+        return _read_row_batch, (self.path, self.rows, self.flip, self.normalize, self.as_list, self.columns, self.origin)
 
 # The stores opened in this process, by path: a RowBatch unpickled here reads from them.
 _open_stores: dict[str, LatentStore] = {}
+# The datasets made in this process, by token: a RowBatch of theirs takes their current epoch.
+_datasets: "weakref.WeakValueDictionary[str, LatentDataset]" = weakref.WeakValueDictionary()
 
 
 def _store_at(path: str) -> LatentStore:
@@ -223,11 +231,16 @@ def _store_at(path: str) -> LatentStore:
     return store
 
 
-def _read_row_batch(path, rows, flip, normalize, as_list, columns=None):
+def _read_row_batch(path, rows, flip, normalize, as_list, columns=None, origin=None):
     # One thread: the DataLoader's workers and the training step share the
     # cores with this read, and an OpenMP team that spins between batches
     # would starve them (measured on 2 cores: 2 workers fed 0.20-0.24 M
     # samples/s with a 2-thread read here, 0.36 M with one thread).
+    dataset = None if origin is None else _datasets.get(origin[0])
+    if dataset is not None and dataset.epoch != origin[1]:  # a persistent worker's stale epoch
+        flip = flip_mask(rows, dataset.flip_prob, dataset.seed, dataset.epoch) if dataset.flip_prob else None
+        if columns is not None:
+            columns = (columns[0], columns[1], dataset.epoch)
     store = _store_at(path)
     latents, labels = store.read(rows, normalize=normalize, flip=flip, num_threads=1)
     batch: tuple = (torch.from_numpy(latents), torch.from_numpy(labels.astype(np.int64)))
@@ -321,6 +334,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.store.normalization(normalize)  # fail now, not in a worker
         self.indices = np.flatnonzero(self.store.valid)
         _open_stores[self.store.path] = self.store
+        self._token = uuid.uuid4().hex
+        _datasets[self._token] = self
 
     def __getstate__(self):
         return {
@@ -331,12 +346,14 @@ class LatentDataset(torch.utils.data.Dataset):
             "epoch": self.epoch,
             "read_in": self.read_in,
             "columns": self.columns,
+            "token": self._token,
         }
 
     def __setstate__(self, state):
         self.__init__(state["path"], state["flip_prob"], state["normalize"], state["seed"], read_in=state["read_in"])
         self.columns = state["columns"]  # already checked against the store
         self.epoch = state["epoch"]
+        self._token = state["token"]  # the original's: its batches are read back where it lives
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's flips (with DataLoader workers, call it before iterating)."""
@@ -371,7 +388,8 @@ class LatentDataset(torch.utils.data.Dataset):
             if (default and _default_collate_passes_row_batches()) or collate_fn is collate:
                 samples, flip = self._samples(positions)
                 columns = None if self.columns is None else (self.columns, self.seed, self.epoch)
-                return [RowBatch(self.store.path, samples, flip, self.normalize, as_list=default, columns=columns)]
+                return [RowBatch(self.store.path, samples, flip, self.normalize, as_list=default, columns=columns,
+                                 origin=(self._token, self.epoch))]
         latents, labels, columns = self._read(positions)
         return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)), columns)
 
