@@ -22,11 +22,11 @@ This is the only module of the read path that imports torch.
 
 import collections.abc
 import functools
-import uuid
-import weakref
 import queue
 import sys
 import threading
+import uuid
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
