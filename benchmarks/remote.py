@@ -128,7 +128,10 @@ def main(argv=None) -> str:
                  f"{zarr_bytes / 1e6:,.1f} MB per batch ({touched:.1f} chunks touched)",
                  f"{zarr_seconds / args.zarr_batches:.2f} s per batch", f"{args.zarr_batches * BATCH / zarr_seconds:,.0f} samples/s", ""],
             ]
-            notes.append("(f) mosaicml-streaming: not installed on this machine, not measured.")
+            notes.append("(f) mosaicml-streaming: not measured. It cannot be installed beside this machine's CPU "
+                         "torch 2.13.0: pip resolves it to torch 2.14.1 with the CUDA 13 toolkit (several GB), and "
+                         "with --no-deps it imports torchvision, whose only wheels here are CUDA builds that fail "
+                         "against the CPU torch (operator torchvision::nms does not exist).")
             targets = [
                 ["(b) >= 0.8 x (a)", f"{raw / pulled:.2f}", _report.verdict(raw / pulled >= 0.8)],
                 ["(d) >= 0.95 x the local store", f"{max(warm, default=0) / max(local_rate, default=1):.2f}",
