@@ -338,8 +338,10 @@ class LatentDataset(torch.utils.data.Dataset):
         _datasets[self._token] = self
 
     def __getstate__(self):
+        # A remote store still being filled travels as itself (it reopens by URL); any other as its path.
+        filling = getattr(self.store, "_fetcher", None) is not None and self.store.url is not None
         return {
-            "path": self.store.path,
+            "path": self.store if filling else self.store.path,
             "flip_prob": self.flip_prob,
             "normalize": self.normalize,
             "seed": self.seed,

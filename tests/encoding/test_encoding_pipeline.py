@@ -408,3 +408,22 @@ def test_the_source_crops_of_a_bucketed_encode_are_remade_in_their_buckets(bucke
     rows = [ids.index("odd/panorama_2000x200.jpg"), ids.index("odd/tall_150x900.jpg")]
     crops, why = source_crops(store, rows)
     assert why is None and [c.shape for c in crops] == [(64, 256, 3), (256, 64, 3)]
+
+
+def test_an_encode_to_a_url_never_keeps_another_stores_chunks(tmp_path, tiny_model, s3):
+    from latentstore.store.transfer import transfer
+
+    url = f"{s3}/other.zarr"
+    first = latentstore.encode(PHOTOS, tmp_path / "first.zarr", model=tiny_model, workers=0, limit=4, **OPTIONS)
+    transfer(first.path, url, allow_incomplete=True)
+    group = __import__("zarr").open_group(url, mode="r+")
+    meta = dict(group.attrs["latentstore"], complete=False)  # an unfinished push of another encode
+    group.attrs["latentstore"] = meta
+    other = save_tiny_model(tmp_path / "other-model", "dc", seed=9)
+    with pytest.raises(IncompatibleStoreError, match="holds another store.*--overwrite"):
+        latentstore.encode(PHOTOS, url, model=other, workers=0, limit=4, **OPTIONS)
+    summary = latentstore.encode(PHOTOS, url, model=other, workers=0, limit=4, overwrite=True, **OPTIONS)
+    assert summary.path == url
+    fresh = latentstore.encode(PHOTOS, tmp_path / "fresh.zarr", model=other, workers=0, limit=4, **OPTIONS)
+    remote = latentstore.open(url, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(remote.codes(range(4))[0], latentstore.open(fresh.path).codes(range(4))[0])

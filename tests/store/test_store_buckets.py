@@ -177,3 +177,16 @@ def test_every_bucket_size_reads_exactly_whatever_its_padding(tmp_path, shapes, 
             mean = np.float32(store.metadata.stats["mean"])[:, None, None]
             std = np.float32(store.metadata.stats["std"])[:, None, None]
             np.testing.assert_array_equal(normalized, (latentstore.dequantize(q, s) - mean) / std)
+
+
+def test_a_bucket_index_beyond_the_table_is_named_at_open(tmp_path):
+    rows = np.zeros((4, C, 64), np.float32)
+    with latentstore.create(tmp_path / "b.zarr", 4, (C,), buckets=TABLE) as writer:
+        writer.write(0, rows, buckets=[0, 1, 2, 3])
+    import google_crc32c
+
+    path = tmp_path / "b.zarr" / "buckets" / "c" / "0"
+    payload = np.array([0, 1, 200, 3], "<u2").tobytes()
+    path.write_bytes(payload + google_crc32c.value(payload).to_bytes(4, "little"))
+    with pytest.raises(latentstore.errors.CorruptChunkError, match="sample 2 names bucket 200 of a table of 9"):
+        latentstore.open(tmp_path / "b.zarr")

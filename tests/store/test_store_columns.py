@@ -256,3 +256,10 @@ def test_vlen_spans_reads_the_chunks_zarr_writes(tmp_path):
     texts = [data[s : s + n].decode() for s, n in zip(starts, lengths)]
     assert texts[: N - 3 * CHUNK] == expected("caption", range(3 * CHUNK, N))
     assert texts[N - 3 * CHUNK :] == [""] * (4 * CHUNK - N)  # the edge chunk is padded with the fill value
+
+
+def test_append_takes_an_empty_columns_mapping_on_a_store_without_columns(tmp_path):
+    writer = latentstore.create(tmp_path / "plain.zarr", 4, SHAPE)
+    writer.append(np.zeros((4, *SHAPE), np.float32), columns={})
+    writer.close()
+    assert latentstore.open(tmp_path / "plain.zarr").metadata.complete

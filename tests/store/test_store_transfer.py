@@ -318,3 +318,35 @@ def test_a_corrupted_chunk_fetched_on_touch_is_named_and_never_mapped(remote, lo
         store.read([2 * CHUNK])
     [entry] = transfer.cache_entries(tmp_path / "cache")
     assert not (tmp_path / "cache" / entry["key"] / key).exists()
+
+
+def test_without_prefetch_ids_come_at_open_and_a_store_compressed_otherwise_is_fetched_whole(s3, data, tmp_path,
+                                                                                            no_background):
+    x, labels = data
+    ids_store = latentstore.create(tmp_path / "ids.zarr", N, SHAPE, chunk_samples=CHUNK, ids=True)
+    for start in range(0, N, CHUNK):
+        block = slice(start, start + CHUNK)
+        ids_store.write(start, x[block], ids=[f"image-{i}.jpg" for i in range(N)][block])
+    ids_store.close()
+    transfer.transfer(str(tmp_path / "ids.zarr"), f"{s3}/ids.zarr")
+    lazy = latentstore.open(f"{s3}/ids.zarr", cache_dir=tmp_path / "cache", prefetch=False)
+    assert lazy._fetcher is not None and lazy.ids([0, N - 1]) == ["image-0.jpg", f"image-{N - 1}.jpg"]
+    lazy.close()
+    assert lazy._fetcher._stop.is_set()  # close stops the background fetch
+    write_store(tmp_path / "blosc.zarr", x, labels=labels, compressor="blosc")
+    transfer.transfer(str(tmp_path / "blosc.zarr"), f"{s3}/blosc.zarr")
+    whole = latentstore.open(f"{s3}/blosc.zarr", cache_dir=tmp_path / "cache", prefetch=False)
+    assert whole._fetcher is None  # blosc chunks cannot be mapped: no on-touch fetching, all at open
+    assert whole.read(np.arange(N))[0].tobytes() == latentstore.open(tmp_path / "blosc.zarr").read(np.arange(N))[0].tobytes()
+
+
+def test_a_dataset_over_a_store_still_filling_pickles_by_url(remote, local, tmp_path, no_background):
+    import pickle
+
+    pytest.importorskip("torch")
+    from latentstore.torch import LatentDataset
+
+    dataset = LatentDataset(latentstore.open(remote, cache_dir=tmp_path / "cache", prefetch=False))
+    copy = pickle.loads(pickle.dumps(dataset))  # what a spawn or forkserver worker gets
+    rows = np.arange(N)
+    assert copy.store.url == remote and copy.store.read(rows)[0].tobytes() == local.read(rows)[0].tobytes()

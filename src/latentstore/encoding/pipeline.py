@@ -593,7 +593,7 @@ def encode(
                           source_options={"caption_key": caption_key, "json_fields": json_fields, "columns": columns},
                           store_images=store_images, buckets=buckets)
         if url is not None:
-            summary = world.from_rank0(_push_staged(summary, url, progress) if world.rank == 0 else None)
+            summary = world.from_rank0(_push_staged(summary, url, progress, overwrite) if world.rank == 0 else None)
         return summary
     finally:
         world.leave()
@@ -620,12 +620,33 @@ def _complete_remote(url: str) -> str | None:
     return None
 
 
-def _push_staged(summary: EncodeSummary, url: str, progress: bool) -> EncodeSummary:
-    """Push the finished staged store to ``url`` (verified, metadata last), then drop the staged copy."""
+def _push_staged(summary: EncodeSummary, url: str, progress: bool, overwrite: bool) -> EncodeSummary:
+    """Push the finished staged store to ``url`` (verified, metadata last), then drop the staged copy.
+
+    A push keeps the files already there at their size (a resumed push), so
+    what is at ``url`` must be this store's unfinished push: anything else is
+    removed first with ``overwrite``, and refused without it."""
     import shutil
 
-    from latentstore.store.transfer import transfer
+    from latentstore.errors import IncompatibleStoreError
+    from latentstore.store.files import store_files
+    from latentstore.store.transfer import filesystem, transfer
+    from latentstore.store.writer import RESUME_FIELDS
 
+    there = store_files(url).read_json("zarr.json")
+    if there is not None:
+        if overwrite:
+            fs, root = filesystem(url)
+            fs.rm(root, recursive=True)
+        else:
+            theirs = (there.get("attributes") or {}).get(fmt.ATTRIBUTE_KEY) or {}
+            ours = store_files(summary.path).read_json("zarr.json")["attributes"][fmt.ATTRIBUTE_KEY]
+            differ = [k for k in RESUME_FIELDS if theirs.get(k) != ours.get(k)]
+            if differ:
+                raise IncompatibleStoreError(
+                    f"{url} holds another store (its {', '.join(differ)} differ from this encode's); "
+                    f"pass overwrite=True (--overwrite) to replace it. The finished store stays in {summary.path}"
+                )
     transfer(summary.path, url, progress=progress)
     shutil.rmtree(summary.path)
     return dataclasses.replace(summary, path=url)

@@ -14,6 +14,7 @@ zarr-python, for compressed or remote stores.
 
 import mmap
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -62,18 +63,25 @@ class MappedTextColumn:
         self._addresses = np.zeros(rows, dtype=np.uintp)  # 0 with length 0: an empty item
         self._lengths = np.zeros(rows, dtype=np.int64)
         self._spanned = ~self.present  # a missing chunk needs no pass
+        self._remapping, self._remapping_pid = threading.Lock(), os.getpid()
 
     def chunk_key(self, chunk: int) -> str:
         return f"{self.name}/{self._layout.chunk_key(chunk)}"
 
     def remap(self, chunk: int) -> None:
-        """Map a chunk whose file has arrived since (a store filled on first touch)."""
-        buffer = self._map(self._directory / self._layout.chunk_key(chunk), chunk)
-        if buffer is None:
-            raise _damaged(self.name, chunk, "the chunk file did not arrive")
-        self._buffers[chunk] = buffer
-        self._spanned[chunk] = False  # its items are found on the next read
-        self.present[chunk] = True
+        """Map a chunk whose file has arrived since (a store filled on first touch); one another
+        thread mapped meanwhile is left as it is (its items may be in a gather)."""
+        if self._remapping_pid != os.getpid():  # a forked child: the parent's lock may have been held
+            self._remapping, self._remapping_pid = threading.Lock(), os.getpid()
+        with self._remapping:
+            if self.present[chunk]:
+                return
+            buffer = self._map(self._directory / self._layout.chunk_key(chunk), chunk)
+            if buffer is None:
+                raise _damaged(self.name, chunk, "the chunk file did not arrive")
+            self._buffers[chunk] = buffer
+            self._spanned[chunk] = False  # its items are found on the next read
+            self.present[chunk] = True
 
     def _map(self, path: Path, chunk: int) -> np.ndarray | None:
         try:

@@ -12,6 +12,7 @@ code path.
 
 import mmap
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,7 @@ class MappedChunks:
         self.addresses = np.array(addresses, dtype=np.uintp)
         #: Chunks (numbered a * num_chunks + k over the arrays) mapped as zeros for want of a file.
         self.missing = {i for i, buffer in enumerate(self._buffers) if buffer is self._zeros}
+        self._remapping, self._remapping_pid = threading.Lock(), os.getpid()
 
     def chunk_key(self, index: int) -> str:
         """The store-relative key of chunk ``index`` (a * num_chunks + k)."""
@@ -118,16 +120,24 @@ class MappedChunks:
         return f"{name}/{layout.chunk_key(k)}"
 
     def remap(self, indices) -> None:
-        """Map chunks whose files have arrived since (a store filled on first touch)."""
-        for index in indices:
-            a, k = divmod(index, self.num_chunks)
-            directory, name, layout = self._arrays[a]
-            buffer = self._map(directory / layout.chunk_key(k), name, k, layout)
-            if buffer is None:
-                raise CorruptChunkError(name, k, "the chunk file did not arrive; run 'latentstore verify' on the store")
-            self._buffers[index] = buffer
-            self.addresses[index] = buffer.ctypes.data  # before it leaves ``missing``: readers check that first
-            self.missing.discard(index)
+        """Map chunks whose files have arrived since (a store filled on first touch). A chunk
+        another thread mapped meanwhile is left as it is: its mapping may be in a gather."""
+        if self._remapping_pid != os.getpid():  # a forked child: the parent's lock may have been held
+            self._remapping, self._remapping_pid = threading.Lock(), os.getpid()
+        with self._remapping:
+            for index in indices:
+                if index in self.missing:
+                    self._remap(index)
+
+    def _remap(self, index: int) -> None:
+        a, k = divmod(index, self.num_chunks)
+        directory, name, layout = self._arrays[a]
+        buffer = self._map(directory / layout.chunk_key(k), name, k, layout)
+        if buffer is None:
+            raise CorruptChunkError(name, k, "the chunk file did not arrive; run 'latentstore verify' on the store")
+        self._buffers[index] = buffer
+        self.addresses[index] = buffer.ctypes.data  # before it leaves ``missing``: readers check that first
+        self.missing.discard(index)
 
     def _map(self, path: Path, name: str, chunk: int, layout: ArrayLayout) -> np.ndarray | None:
         fd = _open_chunk(path, name, chunk, layout)

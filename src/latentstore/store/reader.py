@@ -150,6 +150,13 @@ class LatentStore:
         self.valid.flags.writeable = False
         if self._bucket_of is not None:
             self._bucket_of.flags.writeable = False
+            table = m.buckets
+            bad = np.flatnonzero(self._bucket_of[self.valid] >= len(table.shapes)) if table is not None else []
+            if len(bad):
+                sample = int(np.flatnonzero(self.valid)[bad[0]])
+                raise CorruptChunkError(fmt.BUCKETS, sample // m.chunk_samples,
+                                        f"sample {sample} names bucket {int(self._bucket_of[sample])} of a table of "
+                                        f"{len(table.shapes)}; run 'latentstore verify' on the store")
 
     # -- opening -----------------------------------------------------------
     def _metadata_from(self, attributes: dict) -> StoreMetadata:
@@ -338,7 +345,10 @@ class LatentStore:
                 column.remap(k)
 
     def close(self) -> None:
-        """Drop the mappings (reads already running keep theirs until they finish)."""
+        """Drop the mappings (reads already running keep theirs until they finish), and stop
+        fetching a remote store's chunks in the background."""
+        if self._fetcher is not None:
+            self._fetcher.stop()
         self._rows = None
 
     @property
@@ -387,8 +397,8 @@ class LatentStore:
                 for b in range(len(table.shapes))]
 
     def crop_boxes(self, indices) -> np.ndarray:
-        """(n, 4) float32 (left, top, right, bottom) of each sample's crop in its source image's
-        pixels (NaN where not recorded); bucketed stores only."""
+        """(n, 4) float32 (left, top, right, bottom) of each sample's crop as fractions of its source
+        image's width and height (NaN where not recorded); bucketed stores only."""
         if self._crop_boxes is None:
             raise ValueError(f"{self._path} is not a bucketed store; it records no crop boxes")
         rows, scalar = self._rows_for(indices, allow_invalid=True)

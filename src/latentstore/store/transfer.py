@@ -12,6 +12,7 @@ verified files, and a rerun copies what is missing.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import mmap
@@ -434,13 +435,14 @@ def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, pro
         prefetch = sum(int(info.get("size") or 0) for info in snapshot.files.values()) < PREFETCH_BELOW_BYTES
     group = parse_json(snapshot.raw["zarr.json"], f"{url}/zarr.json")
     lazy = not prefetch and bool((group.get("attributes", {}).get(fmt.ATTRIBUTE_KEY) or {}).get("complete"))
-    on_touch = _on_touch_keys(snapshot) if lazy else set()
+    on_touch = _on_touch_keys(snapshot) if lazy else None
+    lazy = on_touch is not None
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not done.exists():
-                small = None if not lazy else {k for k in snapshot.files if k not in on_touch}
+                small = None if on_touch is None else {k for k in snapshot.files if k not in on_touch}
                 _copy_store(snapshot, str(target), workers=workers, progress=progress and not lazy, allow_incomplete=True,
                             compress=None, description="fetching", keys=small)
                 (target / ".source").write_text(url + "\n")
@@ -450,18 +452,29 @@ def cached_copy(url: str, *, cache_dir=None, workers: int = DEFAULT_WORKERS, pro
             fcntl.flock(lock, fcntl.LOCK_UN)
     if not lazy or done.exists():
         return target, None
-    fetcher = ChunkFetcher(snapshot, target, on_touch, workers=workers)
+    fetcher = ChunkFetcher(snapshot, target, on_touch or set(), workers=workers)
     fetcher.start()
     return target, fetcher
 
 
-def _on_touch_keys(snapshot: _Snapshot) -> set[str]:
+def _on_touch_keys(snapshot: _Snapshot) -> set[str] | None:
     """The chunk files a store opened with ``prefetch=False`` fetches on first touch: those of the
-    latents and of the text and bytes columns, nearly all of its bytes."""
+    latents and of the text and bytes columns, nearly all of its bytes (ids and failures, read
+    through zarr, come at open). None when one of those arrays would not land in the mapped layout
+    (compressed otherwise than zstd + crc32c): such a store is fetched whole at open."""
     vlen = {name for name, _ in fmt.VLEN_TYPES.values()}
-    arrays = {key[: -len("/zarr.json")] for key, data in snapshot.raw.items() if key != "zarr.json"
-              and (key[: -len("/zarr.json")] in (fmt.LATENTS, fmt.FLIP_LATENTS)
-                   or parse_json(data, key).get("data_type") in vlen)}
+    arrays = set()
+    for key, data in snapshot.raw.items():
+        array = key[: -len("/zarr.json")]
+        if key == "zarr.json":
+            continue
+        document = parse_json(data, key)
+        if array in (fmt.LATENTS, fmt.FLIP_LATENTS) or (array.startswith(f"{fmt.COLUMNS}/")
+                                                          and document.get("data_type") in vlen):
+            names = _codec_names(document)
+            if not (_plain(names) or _zstd(names)):
+                return None
+            arrays.add(array)
     return {k for k in snapshot.files if not k.endswith("zarr.json") and k.split("/c/")[0] in arrays}
 
 
@@ -476,6 +489,7 @@ class ChunkFetcher:
     """
 
     def __init__(self, snapshot: _Snapshot, target: Path, keys, *, workers: int = DEFAULT_WORKERS):
+        self._snapshot, self._pid = snapshot, os.getpid()
         self.copier = _Copier(snapshot, str(target))
         self.target = target
         self.key = snapshot.key()
@@ -511,6 +525,9 @@ class ChunkFetcher:
 
         if key in self._present:
             return
+        if self._pid != os.getpid():  # a forked child: fsspec clients of the parent are not fork-safe
+            snapshot = dataclasses.replace(self._snapshot, side=_Side(self._snapshot.side.url))
+            self.copier, self._pid = _Copier(snapshot, str(self.target)), os.getpid()
         locks = self.target / ".locks"
         locks.mkdir(exist_ok=True)
         with open(locks / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock", "w") as lock:

@@ -321,7 +321,9 @@ class _ChunkAssembler:
         block = {name: (list(value) if name in (fmt.IDS, fmt.FAILURES) else value)
                  for name, value in columns.items() if value is not None}
         given = block.get("columns")
-        if isinstance(given, dict):
+        if isinstance(given, dict) and not given:  # no columns, said as an empty mapping
+            del block["columns"]
+        elif isinstance(given, dict):
             block["columns"] = {name: list(v) if isinstance(v, (list, tuple)) else np.asarray(v) for name, v in given.items()}
         if not block:
             raise ValueError("pass latents or codes to append")
@@ -501,8 +503,8 @@ class StoreWriter:
         column's n values by name (str for text, bytes, numbers that fit the
         column's dtype exactly); give invalid samples "" / b"" / 0. A bucketed
         store needs ``buckets`` (each sample's index in the table) and takes
-        ``crop_boxes`` ((n, 4) left, top, right, bottom in source pixels; NaN
-        when omitted); its latents or codes are (n, C, max_tokens) rows, zero
+        ``crop_boxes`` ((n, 4) left, top, right, bottom as fractions of the
+        source image's width and height; NaN when omitted); its latents or codes are (n, C, max_tokens) rows, zero
         past each sample's h*w tokens (:func:`pack_buckets` makes them).
         """
         m = self._metadata
