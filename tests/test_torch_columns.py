@@ -135,3 +135,13 @@ def test_dataloader_workers_deliver_columns_aligned(store, collate_fn):
         np.testing.assert_array_equal(latents.numpy(), store.read(labels.numpy())[0])
         count += len(labels)
     assert count == len(sampler)
+
+
+def test_unsigned_wide_columns_come_as_int64(tmp_path):
+    with latentstore.create(tmp_path / "u.zarr", 4, SHAPE, columns={"pixels": "uint32", "big": "uint64"}) as writer:
+        writer.write(0, np.zeros((4, *SHAPE), np.float32), columns={"pixels": [0, 1, 2**32 - 1, 7], "big": [1, 2, 3, 2**63]})
+    loader = LatentLoader(tmp_path / "u.zarr", 4, columns=["pixels"], shuffle=False)
+    (_, _, columns), = list(loader)
+    assert columns["pixels"].dtype == torch.int64 and columns["pixels"].tolist() == [0, 1, 2**32 - 1, 7]
+    with pytest.raises(ValueError, match="above 2\\*\\*63"):
+        list(LatentLoader(tmp_path / "u.zarr", 4, columns=["big"], shuffle=False))

@@ -112,13 +112,23 @@ class ColumnReader:
         result = {}
         for name in self.columns:
             values = store.column(name, samples)
-            result[name] = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
+            result[name] = _column_tensor(name, values) if isinstance(values, np.ndarray) else values
         if self.choices:
             draws = np.searchsorted(np.asarray(self.cumulative[:-1]), _uniforms(samples, seed, epoch, _CAPTION_STREAM),
                                     side="right")
             texts = {name: store.column(name, samples) for name in self.choices}
             result["caption"] = [texts[self.choices[d]][i] for i, d in enumerate(draws.tolist())]
         return result
+
+
+def _column_tensor(name: str, values: np.ndarray) -> torch.Tensor:
+    """A numeric column's values as a tensor of their dtype; unsigned 16-64-bit ones (which torch
+    barely computes with, and torch 2.2 cannot hold) as int64, exactly."""
+    if values.dtype.kind == "u" and values.dtype.itemsize > 1:
+        if values.dtype == np.uint64 and values.size and values.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"column {name!r} holds uint64 values above 2**63 - 1, which no torch integer holds")
+        values = values.astype(np.int64)
+    return torch.from_numpy(values)
 
 
 def _weight(weight, name: str) -> float:
