@@ -427,3 +427,13 @@ def test_an_encode_to_a_url_never_keeps_another_stores_chunks(tmp_path, tiny_mod
     fresh = latentstore.encode(PHOTOS, tmp_path / "fresh.zarr", model=other, workers=0, limit=4, **OPTIONS)
     remote = latentstore.open(url, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(remote.codes(range(4))[0], latentstore.open(fresh.path).codes(range(4))[0])
+
+
+def test_train_dit_takes_a_few_steps_on_the_encoded_bucketed_store(bucketed):
+    import math
+
+    from examples import train_dit
+
+    _, store = bucketed
+    model, losses = train_dit.train(store.path, steps=4, batch_size=2, lr=1e-3, log_every=2, width=32, depth=1, heads=2)
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
