@@ -280,9 +280,9 @@ def test_sampler_resume_through_a_dataloader_gives_the_remaining_batches(store):
 
 def test_a_sampler_that_mixes_buckets_says_to_use_bucket_batch_sampler(store):
     dataset = LatentDataset(store)
-    with pytest.raises(ValueError, match="mixes buckets.*BucketBatchSampler"):
+    with pytest.raises(ValueError, match="several buckets.*BucketBatchSampler"):
         next(iter(torch.utils.data.DataLoader(dataset, batch_size=16)))
-    with pytest.raises(ValueError, match="mixes buckets.*BucketBatchSampler"):
+    with pytest.raises(ValueError, match="several buckets.*BucketBatchSampler"):
         dataset.__getitems__(list(range(16)))
     latent, label = dataset[0]  # single samples are fine, each of its own shape
     assert tuple(latent.shape) == shape_of(store, label)

@@ -109,15 +109,17 @@ class ColumnReader:
 
     def read(self, store: LatentStore, samples: np.ndarray, seed: int, epoch: int) -> dict:
         """{name: values} for ``samples``: lists for text and bytes, tensors for numbers."""
-        result = {}
-        for name in self.columns:
-            values = store.column(name, samples)
-            result[name] = _column_tensor(name, values) if isinstance(values, np.ndarray) else values
+        result = {name: _column_tensor(name, values) if isinstance(values, np.ndarray) else values
+                  for name, values in store.read_columns(samples, self.columns).items()}
         if self.choices:
             draws = np.searchsorted(np.asarray(self.cumulative[:-1]), _uniforms(samples, seed, epoch, _CAPTION_STREAM),
                                     side="right")
-            texts = {name: store.column(name, samples) for name in self.choices}
-            result["caption"] = [texts[self.choices[d]][i] for i, d in enumerate(draws.tolist())]
+            captions: list = [None] * len(samples)
+            for choice, name in enumerate(self.choices):  # each caption built once, from the column drawn for it
+                places = np.flatnonzero(draws == choice)
+                for place, text in zip(places.tolist(), store.column(name, samples[places]), strict=True):
+                    captions[place] = text
+            result["caption"] = captions
         return result
 
 
@@ -376,7 +378,6 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def _samples(self, positions):
         samples = self.indices[positions]
-        _check_one_bucket(self.store, samples)
         flip = flip_mask(samples, self.flip_prob, self.seed, self.epoch) if self.flip_prob else None
         return samples, flip
 
@@ -399,6 +400,7 @@ class LatentDataset(torch.utils.data.Dataset):
             default = collate_fn is torch.utils.data.default_collate
             if (default and _default_collate_passes_row_batches()) or collate_fn is collate:
                 samples, flip = self._samples(positions)
+                self.store.batch_shape(samples)  # read where it lands: a mixed batch must fail here, in the worker
                 columns = None if self.columns is None else (self.columns, self.seed, self.epoch)
                 return [RowBatch(self.store.path, samples, flip, self.normalize, as_list=default, columns=columns,
                                  origin=(self._token, self.epoch))]
@@ -406,23 +408,12 @@ class LatentDataset(torch.utils.data.Dataset):
         return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)), columns)
 
 
-def _check_one_bucket(store: LatentStore, samples: np.ndarray) -> None:
-    """A batch of a bucketed store must be one bucket's (its latents are one array); say how to get such."""
-    of = store.bucket_indices
-    if of is None or len(samples) < 2:
-        return
-    buckets = of[samples]
-    mixed = np.flatnonzero(buckets != buckets[0])
-    if len(mixed):
-        table = store.bucket_table
-        shapes = table.shapes if table is not None else ()
-        first, other = int(buckets[0]), int(buckets[mixed[0]])
-        raise ValueError(
-            f"this batch mixes buckets of the bucketed store {store.path} (sample {int(samples[0])} is {shapes[first]}, "
-            f"sample {int(samples[mixed[0]])} {shapes[other]}), and a batch's latents are one array; give the DataLoader "
-            "batch_sampler=latentstore.torch.BucketBatchSampler(dataset, batch_size) (batches of one bucket each; "
-            "its shuffle=, seed=, drop_last=, set_epoch and state_dict replace the sampler's), or use LatentLoader"
-        )
+def _check_resumable(saved: dict, mine: dict, fixed: tuple[str, ...], what: str) -> None:
+    """Refuse a saved state whose batch layout settings (``fixed``) differ from the {what}'s own (``mine``)."""
+    diffs = [f"{k}: saved {saved.get(k)!r}, {what} has {mine[k]!r}" for k in fixed if saved.get(k) != mine[k]]
+    if diffs:
+        raise ValueError(f"cannot resume: the saved {what} state was made with other settings ({'; '.join(diffs)}); "
+                         f"build the {what} with the saved settings")
 
 
 def _distributed_rank(rank, world_size) -> tuple[int, int]:
@@ -536,12 +527,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`: the next iteration yields the rest of its epoch."""
-        fixed = ("shuffle", "batch_size", "drop_last", "rank", "world_size", "num_samples")
-        mine = self.state_dict()
-        diffs = [f"{k}: saved {state.get(k)!r}, sampler has {mine[k]!r}" for k in fixed if state.get(k) != mine[k]]
-        if diffs:
-            raise ValueError("cannot resume: the saved sampler state was made with other settings ("
-                             + "; ".join(diffs) + "); build the sampler with the saved settings")
+        _check_resumable(state, self.state_dict(), ("shuffle", "batch_size", "drop_last", "rank", "world_size",
+                                                    "num_samples"), "sampler")
         self.seed = integer(state["seed"], "seed", minimum=0)
         self.epoch = integer(state["epoch"], "epoch", minimum=0)
         self._resume_at = integer(state["batches_done"], "batches_done", minimum=0)
@@ -823,15 +810,8 @@ class LatentLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`; the batch layout settings must match."""
-        fixed = ("shuffle", "batch_size", "drop_last", "rank", "world_size", "flip_prob", "num_samples")
-        mine = self.state_dict()
-        diffs = [f"{k}: saved {state.get(k)!r}, loader has {mine[k]!r}" for k in fixed if state.get(k) != mine[k]]
-        if diffs:
-            raise ValueError(
-                "cannot resume: the saved loader state was made with other settings ("
-                + "; ".join(diffs)
-                + "); build the loader with the saved settings"
-            )
+        _check_resumable(state, self.state_dict(), ("shuffle", "batch_size", "drop_last", "rank", "world_size",
+                                                    "flip_prob", "num_samples"), "loader")
         self.seed = int(state["seed"])
         self._epoch = int(state["epoch"])
         self._position = int(state["batches_done"])
@@ -895,7 +875,7 @@ class LatentLoader:
             buffer.copied.synchronize()  # never overwrite memory a copy is still reading
         n = len(indices)
         flip = flip_mask(indices, self.flip_prob, self.seed, epoch) if self.flip_prob else None
-        shape = self._sample_shape(indices)
+        shape = self.store.batch_shape(indices[:1])  # a planned batch is one bucket's
         host = (lambda t: t[:n].numpy()) if self._cuda else (lambda a: a[:n])  # noqa: E731
         labels = host(buffer.labels)
         names = ["latents"] if self.dequantize_on == "host" else ["codes"]
@@ -958,13 +938,6 @@ class LatentLoader:
             )
             batch = (latents, labels.to(self.device))
         return batch if ready.columns is None else (*batch, ready.columns)
-
-    def _sample_shape(self, indices: np.ndarray) -> tuple[int, ...]:
-        """The latent shape of a batch's samples: the store's, or their bucket's."""
-        table = self.store.bucket_table
-        if table is None or self.store.bucket_indices is None:
-            return self.store.latent_shape
-        return (self.store.metadata.channels, *table.shapes[int(self.store.bucket_indices[indices[0]])])
 
     def _plan(self) -> tuple[int, list[np.ndarray]]:
         """The epoch and the sample indices of each of its remaining batches on this rank."""

@@ -405,8 +405,14 @@ class LatentStore:
         boxes = self._crop_boxes[rows]
         return boxes[0] if scalar else boxes
 
+    def batch_shape(self, indices) -> tuple[int, ...]:
+        """The latent shape each sample of a read of ``indices`` has: the store's, or the one
+        bucket the samples share. Samples of several buckets raise the ValueError :meth:`read`
+        raises for them (what a DataLoader worker checks before it sends a batch on)."""
+        rows, _ = self._rows_for(indices, allow_invalid=True)
+        return self._sample_shape(rows)
+
     def _sample_shape(self, rows: np.ndarray) -> tuple[int, ...]:
-        """The latent shape of the samples ``rows``: the store's, or the one bucket they share."""
         table = self.metadata.buckets
         if self._bucket_of is None or table is None:
             return self.metadata.latent_shape
@@ -417,10 +423,11 @@ class LatentStore:
         if (buckets != first).any():
             other = int(np.flatnonzero(buckets != first)[0])
             raise ValueError(
-                f"samples of several buckets cannot be read as one array: sample {int(rows[0])} is "
-                f"{table.shapes[first]}, sample {int(rows[other])} is {table.shapes[int(buckets[other])]}; "
-                "read one bucket at a time (store.bucket_indices says each sample's; LatentLoader and "
-                "latentstore.torch.BucketBatchSampler give batches of one bucket)"
+                f"samples of several buckets of {self._path} mix in one batch, and a batch's latents are one "
+                f"array: sample {int(rows[0])} is {table.shapes[first]}, sample {int(rows[other])} is "
+                f"{table.shapes[int(buckets[other])]}; read one bucket at a time (store.bucket_indices says each "
+                "sample's): LatentLoader gives batches of one bucket, and for a DataLoader pass "
+                "batch_sampler=latentstore.torch.BucketBatchSampler(dataset, batch_size)"
             )
         return (self.metadata.channels, *table.shapes[first])
 
@@ -593,9 +600,7 @@ class LatentStore:
         del keepalive
         labels = self.labels[rows]
         result = (out[0], int(labels[0])) if scalar else (out, labels)
-        if wanted is None:
-            return result
-        return (*result, {name: self._column_values(name, rows, scalar) for name in wanted})
+        return result if wanted is None else (*result, self._columns_at(wanted, rows, scalar))
 
     def __getitem__(self, indices):
         return self.read(indices)[0]
@@ -648,17 +653,27 @@ class LatentStore:
                 raise KeyError(f"{self._path} has no column {name!r} (columns: {there})")
         return names
 
-    def _column_values(self, name: str, rows: np.ndarray, scalar: bool):
-        source = self._columns[name]
-        if isinstance(source, np.ndarray):
-            values = source[rows]
-        else:
-            if self._rows is None:
-                raise ValueError("this store is closed")
-            if isinstance(source, MappedTextColumn):
-                self._fetch_column_chunks(source, rows)
-            values = source.values(rows)
-        return values[0] if scalar else values
+    def _columns_at(self, names: list[str], rows: np.ndarray, scalar: bool) -> dict:
+        values = {}
+        for name in names:
+            source = self._columns[name]
+            if isinstance(source, np.ndarray):
+                found = source[rows]
+            else:
+                if self._rows is None:
+                    raise ValueError("this store is closed")
+                if isinstance(source, MappedTextColumn):
+                    self._fetch_column_chunks(source, rows)
+                found = source.values(rows)
+            values[name] = found[0] if scalar else found
+        return values
+
+    def read_columns(self, indices, names, *, allow_invalid: bool = False) -> dict:
+        """``{name: values}`` of the columns ``names`` for the given samples, in the order asked
+        (the indices resolved once for all of them); values as :meth:`column` gives them."""
+        wanted = self._wanted_columns(names) or []
+        rows, scalar = self._rows_for(indices, allow_invalid)
+        return self._columns_at(wanted, rows, scalar)
 
     def column(self, name: str, indices, *, allow_invalid: bool = False):
         """The values of column ``name`` for the given samples, in the order asked.
@@ -667,9 +682,7 @@ class LatentStore:
         numeric ones an array of the column's dtype; a single index gives one
         value. ``indices`` and ``allow_invalid`` as for :meth:`read`.
         """
-        (name,) = self._wanted_columns([name]) or [name]
-        rows, scalar = self._rows_for(indices, allow_invalid)
-        return self._column_values(name, rows, scalar)
+        return self.read_columns(indices, [name], allow_invalid=allow_invalid)[name]
 
     def ids(self, indices) -> list[str] | str:
         """The source path or id of each given sample (stores written with ids, e.g. by encode).
