@@ -396,9 +396,10 @@ def _read_label_rows(path: str) -> list[tuple[int, str, str]]:
     return rows
 
 
-def _parse_int(text: str) -> int | None:
+def _parse_number(text: str, kind: type = int):
+    """``kind(text)`` (int or float), or None where the text is not such a number."""
     try:
-        return int(text)
+        return kind(text)
     except ValueError:
         return None
 
@@ -445,7 +446,7 @@ class LabeledFolderSource(_FileSource):
         lookup = _file_lookup(files)
 
         _, name, label = rows[0]
-        if name not in lookup and _parse_int(label.split()[0] if label else "") is None:
+        if name not in lookup and _parse_number(label.split()[0] if label else "") is None:
             rows = rows[1:]  # a header
 
         matched: dict[str, tuple[int, str]] = {}
@@ -488,7 +489,7 @@ class LabeledFolderSource(_FileSource):
 
         ids = sorted(matched)
         tokens = [matched[rel][1] for rel in ids]
-        numbers = [_parse_int(t) for t in tokens]
+        numbers = [_parse_number(t) for t in tokens]
         names = sorted({t for t, v in zip(tokens, numbers) if v is None})
         if names:
             classes = list(class_list) if class_list is not None else names
@@ -595,13 +596,6 @@ def _manifest_path(name) -> str | None:
     return rel
 
 
-def _parse_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _infer_kind(values: list, from_csv: bool) -> tuple[str | None, str]:
     """The kind a manifest column is stored as over all its ``values``, or ``None`` and why not.
 
@@ -614,10 +608,10 @@ def _infer_kind(values: list, from_csv: bool) -> tuple[str | None, str]:
         present = [v for v in values if v.strip()]
         if not present:
             return None, "it is empty in every row"
-        ints = [_parse_int(v) for v in present]
+        ints = [_parse_number(v) for v in present]
         if all(v is not None and _INT64[0] <= v <= _INT64[1] for v in ints) and len(present) == len(values):
             return "int64", ""
-        if all(_parse_float(v) is not None for v in present):
+        if all(_parse_number(v, float) is not None for v in present):
             return "float64", ""
         return "text", ""
     present = [v for v in values if v is not None and v is not _ABSENT]
@@ -843,8 +837,9 @@ def _manifest_labels(path: str, rows: list[tuple[int, dict]], column: str, class
     for number, row in rows:
         value = row.get(column)
         if from_csv:
-            value = value.strip() if value is not None else ""
-            value = None if not value else (_parse_int(value) if _parse_int(value) is not None else value)
+            text = value.strip() if value is not None else ""
+            parsed = _parse_number(text) if text else None
+            value = None if not text else (text if parsed is None else parsed)
         if value is not None and (type(value) not in (int, str) or value == ""):
             raise SourceError(
                 f"{path}:{number}: label {value!r} is neither an integer nor a class name; fix the row"
