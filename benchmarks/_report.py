@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: timing, markdown tables, saving results."""
 
+import argparse
 import datetime
 import os
 import platform
@@ -50,6 +51,28 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def command_line(script: str, parser, args, *, leave_out=("work", "dir", "results", "name")) -> str:
+    """``python benchmarks/SCRIPT`` with the options of ``args`` that differ from ``parser``'s
+    defaults, in the parser's order: the command that reproduces the run, as each table says it.
+    ``leave_out``: options that say where, not what (scratch and results directories)."""
+    words = [f"python benchmarks/{script}"]
+    for action in parser._actions:
+        hidden = action.help == argparse.SUPPRESS or action.dest not in vars(args)  # internal flags, --help
+        if not action.option_strings or action.dest in leave_out or hidden:
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(value, bool):
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words.append(f"{flag} {' '.join(map(str, value))}")
+        else:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
 
 
 def machine_line() -> str:

@@ -430,13 +430,7 @@ def main(argv=None) -> str:
     parser.add_argument("--rounds", type=int, default=10, help="alternating timed rounds")
     parser.add_argument("--quick", action="store_true", help="fewer timed batches (smoke runs)")
     args = parser.parse_args(argv)
-    command = "python benchmarks/buckets.py" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--samples", args.samples, DEFAULT_SAMPLES), ("--chunk-samples", args.chunk_samples, None),
-            ("--batch-size", args.batch_size, 256), ("--rounds", args.rounds, 10),
-            ("--threads", " ".join(map(str, args.threads)), "1 2"),
-        ) if value != default
-    ) + (" --quick" if args.quick else "")
+    command = _report.command_line("buckets.py", parser, args)
     with tempfile.TemporaryDirectory() if args.work is None else contextlib.nullcontext(args.work) as work:
         square, bucketed, record = build(Path(work), args.samples, args.chunk_samples)
         rates, facts = run(square, bucketed, args.batch_size, args.threads, 0.05 if args.quick else 1.0,

@@ -336,13 +336,7 @@ def main(argv=None) -> str:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds of (a)-(c)")
     parser.add_argument("--quick", action="store_true", help="fewer timed batches (smoke runs)")
     args = parser.parse_args(argv)
-    command = "python benchmarks/captions.py" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--samples", args.samples, DEFAULT_SAMPLES), ("--chunk-samples", args.chunk_samples, None),
-            ("--batch-size", args.batch_size, 256), ("--zarr-batches", args.zarr_batches, 3),
-            ("--rounds", args.rounds, 5), ("--threads", " ".join(map(str, args.threads)), "1 2"),
-        ) if value != default
-    ) + (" --quick" if args.quick else "")
+    command = _report.command_line("captions.py", parser, args)
     with tempfile.TemporaryDirectory() if args.work is None else contextlib.nullcontext(args.work) as work:
         path, built, stats = build(Path(work), args.samples, args.chunk_samples)
         rates, first = run(path, args.batch_size, args.threads, 0.05 if args.quick else 1.0, args.zarr_batches,

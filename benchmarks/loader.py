@@ -279,7 +279,7 @@ def measure(paths: dict, args) -> tuple[dict, dict]:
 
 
 # -- the report --------------------------------------------------------------
-def report(samples: int, pickle_samples: int, store_bytes: int, single: dict, pss: dict, args) -> str:
+def report(samples: int, pickle_samples: int, store_bytes: int, single: dict, pss: dict, args, command: str) -> str:
     scale = samples / pickle_samples
     scaled = scale != 1
     threads = args.threads
@@ -317,13 +317,6 @@ def report(samples: int, pickle_samples: int, store_bytes: int, single: dict, ps
         ["(a) samples/s >= (f), same threads", " / ".join(f"{v:,.2f}" for v in versus_nolib), verdict(versus_nolib, 1)],
         [f"{args.pss_processes} x (a) summed PSS <= 1.25 x store", f"{pss['a'] / store_bytes:.2f}", verdict([1.25 - pss["a"] / store_bytes], 0)],
     ]
-    command = "python benchmarks/loader.py" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--samples", samples, 1_281_167), ("--pickle-samples", pickle_samples, 200_000),
-            ("--batch-size", args.batch_size, 256), ("--threads", " ".join(map(str, threads)), "1 2"),
-            ("--seconds", args.seconds, 2.0), ("--pss-processes", args.pss_processes, 4),
-        ) if str(value) != str(default)
-    )
     scaling_note = (
         f"The pickle of (e) and (g) holds {pickle_samples:,} samples, not {samples:,}: its samples/s is measured; "
         f"its time to first batch, peak RSS and PSS are measured at {pickle_samples:,} samples and "
@@ -384,7 +377,7 @@ def main(argv=None) -> str:
         print(f"built the data in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         single, pss = measure(paths, args)
     store_bytes = args.samples * int(np.prod(LATENT_SHAPE))
-    text = report(args.samples, pickle_samples, store_bytes, single, pss, args)
+    text = report(args.samples, pickle_samples, store_bytes, single, pss, args, _report.command_line("loader.py", parser, args))
     return _report.publish(args.name, text, args.results)
 
 

@@ -229,3 +229,19 @@ def at_most_rows(text):
         if "<=" in cells[0]:
             rows.append((cells[0], float(cells[1].replace(",", "")), cells[-1]))
     return rows
+
+
+def test_the_command_line_names_only_the_options_that_differ_from_their_defaults(tmp_path):
+    import argparse
+
+    from benchmarks import _report
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    assert _report.command_line("x.py", parser, parser.parse_args([])) == "python benchmarks/x.py"
+    args = parser.parse_args(["--threads", "4", "--quick", "--work", str(tmp_path), "--worker", "w", "--samples", "100"])
+    assert _report.command_line("x.py", parser, args) == "python benchmarks/x.py --threads 4 --quick"
