@@ -408,6 +408,15 @@ class LatentDataset(torch.utils.data.Dataset):
         return SampleBatch(latents, torch.from_numpy(labels.astype(np.int64)), columns)
 
 
+def _bucket_layout(store: LatentStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What ``sampling.bucket_batches`` and ``bucket_batch_count`` take: the valid samples, the
+    bucket of each (all 0 for a store of one shape) and the valid samples of each bucket."""
+    candidates = np.flatnonzero(store.valid)
+    of = store.bucket_indices
+    buckets = np.zeros(len(candidates), np.int64) if of is None else of[candidates]
+    return candidates, buckets, np.array([b["count"] for b in store.buckets], dtype=np.int64)
+
+
 def _check_resumable(saved: dict, mine: dict, fixed: tuple[str, ...], what: str) -> None:
     """Refuse a saved state whose batch layout settings (``fixed``) differ from the {what}'s own (``mine``)."""
     diffs = [f"{k}: saved {saved.get(k)!r}, {what} has {mine[k]!r}" for k in fixed if saved.get(k) != mine[k]]
@@ -464,10 +473,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.rank, self.world_size = _distributed_rank(rank, world_size)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
-        self._candidates = np.flatnonzero(store.valid)
-        of = store.bucket_indices
-        self._buckets = np.zeros(len(self._candidates), np.int64) if of is None else of[self._candidates]
-        self._counts = np.array([b["count"] for b in store.buckets], dtype=np.int64)
+        self._candidates, self._buckets, self._counts = _bucket_layout(store)
         self.epoch = 0
         self._position = 0  # batches of the epoch handed out (by the running iteration)
         self._resume_at: int | None = None  # where the next iteration starts, after load_state_dict
@@ -738,12 +744,8 @@ class LatentLoader:
         self._pin = flag(pin_memory, "pin_memory") and self._cuda
         self.pin_memory = self._pin  # what DataLoader-shaped code reads: whether batches are pinned
         self._share = int(self.store.valid.sum()) // self.world_size
-        # A bucketed store: its valid samples, their buckets, and the valid samples of each bucket.
-        self._bucketed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        if self.store.bucket_indices is not None:
-            candidates = np.flatnonzero(self.store.valid)
-            counts = np.array([b["count"] for b in self.store.buckets], dtype=np.int64)
-            self._bucketed = (candidates, self.store.bucket_indices[candidates], counts)
+        # A bucketed store: the layout its epochs are drawn from (see _bucket_layout).
+        self._bucketed = _bucket_layout(self.store) if self.store.bucket_indices is not None else None
         self._epoch = 0
         self._position = 0
         self._restored: int | None = None  # the epoch load_state_dict restored, until it is iterated
