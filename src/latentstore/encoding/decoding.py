@@ -171,7 +171,7 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | list[np.nd
     such crops (or this latentstore cannot rebuild it), the answer is
     ``(None, why not)``, never a crop of another shape.
     """
-    from latentstore.encoding.preprocess import BucketedPreprocessing, preprocessing_from_dict
+    from latentstore.encoding.preprocess import preprocessing_from_dict
     from latentstore.errors import FormatError, ImageDecodeError
 
     store = _open(store)
@@ -192,10 +192,7 @@ def source_crops(store, indices, *, flip=False) -> tuple[np.ndarray | list[np.nd
     ids = store.ids(rows)
     try:
         raws = _source_images(source, rows, ids)
-        if isinstance(preprocessing, BucketedPreprocessing):
-            crops = [preprocessing(raw)[0] for raw in raws]
-        else:
-            crops = [preprocessing(raw) for raw in raws]
+        crops = [preprocessing.prepare(raw)[0] for raw in raws]
     except (OSError, ImageDecodeError) as exc:
         return None, f"the source is not reachable: {exc}"
     except _Unreachable as exc:

@@ -239,12 +239,14 @@ def store_columns(source, stored_crops) -> list[fmt.ColumnSpec]:
 class _CropBatches:
     """A map-style dataset: item k is the :class:`_CropBatch` of ``ranges[k]``."""
 
-    def __init__(self, source, preprocessing, ranges: list[tuple[int, int]], columns=(), stored_crops=None):
+    def __init__(self, source, preprocessing, ranges: list[tuple[int, int]], columns=(), stored_crops=None,
+                 bucketed: bool = False):
         self.source = source
         self.preprocessing = preprocessing
         self.ranges = ranges
         self.columns = list(columns)
         self.stored_crops = stored_crops
+        self.bucketed = bucketed
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -261,15 +263,13 @@ class _CropBatches:
         boxes = np.full((stop - start, 4), np.nan, np.float32)
         reasons = {}
         fields: dict[str, list] = {spec.name: [placeholder(spec.kind)] * (stop - start) for spec in self.columns}
-        bucketed = not hasattr(self.preprocessing, "resolution")
         for i in range(start, stop):
             try:
                 values = self.source.read_fields(i) if self.source.columns else {}
                 raw, _ = self.source.read(i)
-                if bucketed:
-                    crop, buckets[i - start], boxes[i - start] = self.preprocessing(raw)
-                else:
-                    crop = self.preprocessing(raw)
+                crop, buckets[i - start], box = self.preprocessing.prepare(raw)
+                if box is not None:
+                    boxes[i - start] = box
                 crops[i - start] = crop
                 if self.stored_crops is not None:
                     from latentstore.encoding.preprocess import IMAGE_COLUMN
@@ -287,7 +287,7 @@ class _CropBatches:
         groups = [good[buckets[good] == b] for b in np.unique(buckets[good]).tolist()] if len(good) else []
         pixels = [torch.from_numpy(np.stack([crops[r] for r in rows])) for rows in groups]
         return _CropBatch(start, ok, pixels, groups, reasons, fields,
-                          buckets if bucketed else None, boxes if bucketed else None)
+                          buckets if self.bucketed else None, boxes if self.bucketed else None)
 
 
 def _batch_ranges(metadata: fmt.StoreMetadata, chunks: list[int], batch_size: int) -> list[tuple[int, int]]:
@@ -404,7 +404,7 @@ def _encode_chunks(writer, source, preprocessing, backend, chunks, *, batch_size
     m = writer.metadata
     ranges = _batch_ranges(m, chunks, batch_size)
     loader = DataLoader(
-        _CropBatches(source, preprocessing, ranges, m.columns, stored_crops),
+        _CropBatches(source, preprocessing, ranges, m.columns, stored_crops, bucketed=m.buckets is not None),
         batch_size=None,
         num_workers=workers,
         pin_memory=backend.device.type == "cuda",

@@ -22,6 +22,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from latentstore._filesystem import read_regular
 from latentstore.encoding.sources import MAX_IMAGE_FILE_BYTES
 from latentstore.errors import FormatError, ImageDecodeError, SourceError, UnreadableFileError
+from latentstore.format import BucketTable
 
 __all__ = [
     "BucketedPreprocessing",
@@ -313,6 +314,10 @@ class Preprocessing:
         crop = center_crop_arr if self.resize == "adm" else resize_center_crop
         return np.ascontiguousarray(crop(image, self.resolution, box=box))
 
+    def prepare(self, source: ImageInput) -> tuple[np.ndarray, int, None]:
+        """``(crop, bucket, crop_box)`` as :meth:`BucketedPreprocessing.prepare` gives them: one bucket, no box."""
+        return self(source), 0, None
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -344,18 +349,17 @@ class BucketedPreprocessing:
     libjpeg decode large JPEGs at reduced scale first (to at least the largest
     bucket's long side).
 
-    Calling it returns ``(pixels (H, W, 3) uint8, bucket, crop_box)``, the box
-    as fractions (left, top, right, bottom) of the image's width and height
-    after EXIF orientation, so it holds whatever the draft scale was.
+    :meth:`prepare` (and calling it) returns ``(pixels (H, W, 3) uint8, bucket,
+    crop_box)``, the box as fractions (left, top, right, bottom) of the image's
+    width and height after EXIF orientation, so it holds whatever the draft
+    scale was; ``Preprocessing.prepare`` answers the same for square crops.
     """
 
-    table: object  # format.BucketTable; kept untyped so the dataclass pickles without importing format here
+    table: BucketTable
     compression: int
     draft: bool = True
 
     def __post_init__(self) -> None:
-        from latentstore.format import BucketTable
-
         if not isinstance(self.table, BucketTable):
             raise TypeError(f"table must be a latentstore.format.BucketTable, got {type(self.table).__name__}")
         if not isinstance(self.compression, int) or self.compression < 1:
@@ -385,6 +389,9 @@ class BucketedPreprocessing:
         fractions = (x0 / resized_w, y0 / resized_h, (x0 + crop_w) / resized_w, (y0 + crop_h) / resized_h)
         return np.ascontiguousarray(pixels), bucket, fractions
 
+    def prepare(self, source: ImageInput) -> tuple[np.ndarray, int, tuple[float, float, float, float]]:
+        return self(source)
+
     def to_dict(self) -> dict:
         return {"buckets": self.table.to_dict(), "compression": self.compression, "draft": self.draft}
 
@@ -392,8 +399,6 @@ class BucketedPreprocessing:
 def preprocessing_from_dict(d: dict) -> Preprocessing | BucketedPreprocessing:
     """The preprocessing a store records (``encoder.preprocessing``): square or bucketed."""
     if isinstance(d, dict) and "buckets" in d:
-        from latentstore.format import BucketTable
-
         unknown = sorted(set(d) - {"buckets", "compression", "draft"})
         if unknown:
             raise FormatError(f"unknown preprocessing settings {unknown}; upgrade latentstore to read this store")
