@@ -324,11 +324,10 @@ class _Copier:
             raise TransferError(key, source.url, f"writing to {destination.url} failed: {type(exc).__name__}: {exc}") from exc
         return len(data)
 
-    def write_metadata(self, keys=None) -> None:
+    def write_metadata(self) -> None:
         """The arrays' metadata, then the group's own document at the very end: until it lands,
         the destination is not a store that opens as complete."""
-        wanted = [k for k in self.raw if k != "zarr.json" and (keys is None or k in keys)]
-        for key in sorted(wanted, key=len, reverse=True):
+        for key in sorted((k for k in self.raw if k != "zarr.json"), key=len, reverse=True):
             self.destination.write(key, self.raw[key])
         self.destination.write("zarr.json", self.raw["zarr.json"])
 
